@@ -1,0 +1,8 @@
+"""cm-media: one- and few-step consistency models for audio, video and images."""
+
+__version__ = "0.1.0"
+
+from .errors import UserError  # noqa: E402
+from .generator import Generator, load  # noqa: E402
+
+__all__ = ["Generator", "UserError", "__version__", "load"]

@@ -1,0 +1,146 @@
+"""`cm-media` command line: train, generate, info. User mistakes print one `error: ...` line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, no usage dump
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _modality_options(parser: argparse.ArgumentParser) -> list[str]:
+    """Add every installed modality's generate options (e.g. --seconds, --frames); returns their dest names."""
+    from .registry import available_modalities, get_modality  # noqa: PLC0415
+
+    dests, seen = [], set()
+    for name in available_modalities():
+        for flag, kwargs in get_modality(name).generate_options:
+            if flag in seen:
+                continue
+            seen.add(flag)
+            action = parser.add_argument(flag, default=None, **kwargs)
+            dests.append(action.dest)
+    return dests
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
+    p = _Parser(prog="cm-media", description="Consistency models for audio, video and images.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model from a YAML run config")
+    t.add_argument("config", help="YAML run config (see configs/)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=500 (repeatable)")
+    t.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    g = sub.add_parser("generate", help="generate media with a trained or bundled model")
+    g.add_argument("source", help="run directory, checkpoint file, or bundled model name (image, audio, video)")
+    g.add_argument("-n", type=int, default=None, help="number of samples")
+    g.add_argument("--steps", type=int, default=None, help="network evaluations (consistency) or EDM steps")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default=None, help="output file or folder")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    dests = _modality_options(g)
+
+    sub.add_parser("info", help="versions, devices, attention backend and modalities")
+    return p, dests
+
+
+def cmd_train(args) -> int:
+    from .config import load_config  # noqa: PLC0415
+    from .training import train  # noqa: PLC0415
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    t0 = time.perf_counter()
+    last = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {cfg.train.steps} steps in {time.perf_counter() - t0:.1f} s; checkpoint: {last}")
+    gen = _load(out)
+    for steps in (1, 2):
+        media = gen.generate(cfg.train.samples, steps=steps, seed=cfg.train.seed)
+        paths = gen.save(media, out / "samples" / f"samples_{steps}step{gen.modality.default_suffix}")
+        print(f"{steps}-step samples: {paths[0]}" + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
+    return 0
+
+
+def _load(source, device="auto"):
+    from .generator import load  # noqa: PLC0415
+
+    return load(source, device=device)
+
+
+def cmd_generate(args, dests) -> int:
+    gen = _load(args.source, args.device)
+    options = {d: getattr(args, d) for d in dests if getattr(args, d) is not None}
+    n = args.n or 16
+    t0 = time.perf_counter()
+    media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16, **options)
+    elapsed = time.perf_counter() - t0
+    suffix = gen.modality.default_suffix
+    out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{suffix}"
+    paths = gen.save(media, out, **options)
+    steps = args.steps or gen.cfg.sample.steps
+    print(f"generated {n} sample(s) with {steps} step(s) in {elapsed:.2f} s -> {paths[0]}"
+          + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
+    return 0
+
+
+def cmd_info() -> int:
+    import platform  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from . import __version__  # noqa: PLC0415
+    from .nn.attention import resolve_backend  # noqa: PLC0415
+    from .registry import MODALITIES, available_modalities, get_modality  # noqa: PLC0415
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"cm-media {__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    print(f"device: {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"))
+    print(f"attention backend (auto): {resolve_backend('auto', device)}")
+    installed = available_modalities()
+    for name in sorted(MODALITIES):
+        if name not in installed:
+            print(f"modality {name}: not installed")
+            continue
+        m = get_modality(name)
+        pre = m.pretrained_dir()
+        bundled = "yes" if pre is not None and (pre / "model.safetensors").is_file() else "no"
+        print(f"modality {name}: presets {', '.join(sorted(m.backbone_presets))}; bundled model: {bundled}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser, dests = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "generate":
+            return cmd_generate(args, dests)
+        if args.command == "info":
+            return cmd_info()
+        parser.print_help()
+        return 2
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Run configuration: YAML with sections modality, data, codec, backbone, method, train, sample.
+
+`--set section.key=value` overrides are applied before validation; unknown keys are user errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .registry import get_modality
+
+SECTIONS = ("modality", "data", "codec", "backbone", "method", "train", "sample")
+
+
+@dataclass
+class MethodConfig:
+    """Which objective trains the model and its noise-schedule constants (design.md section 3)."""
+
+    name: str = "ict"  # ct | ict | cd | ect | edm
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    rho: float = 7.0
+    s0: int | None = None  # curriculum start (CT 2, iCT 10)
+    s1: int | None = None  # curriculum end (CT 150, iCT 1280; short runs want ~20)
+    mu0: float = 0.95  # CT target EMA at N = s0
+    p_mean: float = -1.1  # iCT / ECT lognormal; EDM uses edm_p_mean
+    p_std: float = 2.0
+    edm_p_mean: float = -1.2
+    edm_p_std: float = 1.2
+    huber_c: float | None = None  # None: 0.00054 sqrt(dim)
+    teacher: str | None = None  # run dir or checkpoint (cd, ect)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping for `cm-media train`."""
+
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 2e-4
+    optimizer: str = "radam"  # radam | adamw
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # evaluation EMA of the weights
+    bf16: bool = False  # autocast the backbone in bfloat16
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    seed: int = 0
+    max_bad_steps: int = 20  # non-finite losses tolerated before stopping
+    device: str = "auto"  # auto | cpu | cuda
+    samples: int = 64  # grid size written at the end
+
+
+@dataclass
+class SampleConfig:
+    """Generation defaults; `sigmas` maps a step count to its noise levels, e.g. {2: [80, 0.8]}."""
+
+    steps: int = 1
+    sigmas: dict = field(default_factory=dict)
+    bf16: bool = False
+    batch_size: int = 64
+
+
+@dataclass
+class RunConfig:
+    modality: str
+    data: Any
+    codec: Any
+    backbone: dict
+    method: MethodConfig
+    train: TrainConfig
+    sample: SampleConfig
+
+    def to_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "data": dataclasses.asdict(self.data),
+            "codec": dataclasses.asdict(self.codec),
+            "backbone": dict(self.backbone),
+            "method": dataclasses.asdict(self.method),
+            "train": dataclasses.asdict(self.train),
+            "sample": dataclasses.asdict(self.sample),
+        }
+
+
+def _check_type(value, tp, key: str):
+    """Light type check of a config value against a dataclass field annotation."""
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing) | {"types": types})  # annotations are strings under `from __future__`
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, key)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[-1]
+    if tp is type(None):
+        if value is None:
+            return None
+        raise UserError(f"config key {key} must be null, got {value!r}")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config key {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UserError(f"config key {key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"config key {key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"config key {key} must be a string, got {value!r}")
+    base = origin or tp
+    if base in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise UserError(f"config key {key} must be a list, got {value!r}")
+    if base is dict:
+        if isinstance(value, dict):
+            return value
+        raise UserError(f"config key {key} must be a mapping, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict | None, section: str):
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are UserErrors naming `section.key`."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"config section {section} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise UserError(f"unknown config key {section}.{key}")
+        kwargs[key] = _check_type(value, fields[key].type, f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.steps=100' -> (['train', 'steps'], 100); values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise UserError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts) or parts[0] not in SECTIONS:
+        raise UserError(f"unknown config key {key.strip()!r} in --set (sections: {', '.join(SECTIONS)})")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set each `section.key=value` into the raw config mapping (nested keys allowed)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise UserError(f"config key {'.'.join(parts)} is not inside a mapping")
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict) -> RunConfig:
+    """Validate a raw mapping into a RunConfig (the modality decides the data and codec fields)."""
+    if not isinstance(raw, dict):
+        raise UserError("config must be a YAML mapping with sections " + ", ".join(SECTIONS))
+    for key in raw:
+        if key not in SECTIONS:
+            raise UserError(f"unknown config section {key!r} (known: {', '.join(SECTIONS)})")
+    if "modality" not in raw:
+        raise UserError("config has no 'modality' (image, audio or video)")
+    modality = get_modality(str(raw["modality"]))
+    backbone = raw.get("backbone") or {}
+    if not isinstance(backbone, dict):
+        raise UserError("config section backbone must be a mapping")
+    cfg = RunConfig(
+        modality=str(raw["modality"]),
+        data=from_dict(modality.DataConfig, raw.get("data"), "data"),
+        codec=from_dict(modality.CodecConfig, raw.get("codec"), "codec"),
+        backbone=dict(backbone),
+        method=from_dict(MethodConfig, raw.get("method"), "method"),
+        train=from_dict(TrainConfig, raw.get("train"), "train"),
+        sample=from_dict(SampleConfig, raw.get("sample"), "sample"),
+    )
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that would otherwise fail deep inside training."""
+    from .methods import METHODS  # noqa: PLC0415
+
+    if cfg.method.name not in METHODS:
+        raise UserError(f"unknown method.name {cfg.method.name!r} (known: {', '.join(sorted(METHODS))})")
+    if cfg.train.steps < 1:
+        raise UserError("train.steps must be >= 1")
+    if cfg.train.batch_size < 1:
+        raise UserError("train.batch_size must be >= 1")
+    if cfg.train.lr <= 0:
+        raise UserError("train.lr must be > 0")
+    if cfg.train.optimizer not in ("radam", "adamw"):
+        raise UserError(f"unknown train.optimizer {cfg.train.optimizer!r} (radam or adamw)")
+    if cfg.train.checkpoint_every < 1:
+        raise UserError("train.checkpoint_every must be >= 1")
+    if not 0 < cfg.method.sigma_min < cfg.method.sigma_max:
+        raise UserError("method.sigma_min must be > 0 and below method.sigma_max")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must hold a YAML mapping")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `--set` overrides, validate."""
+    return config_from_dict(apply_overrides(load_yaml(path), overrides or []))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

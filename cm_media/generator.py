@@ -1,0 +1,113 @@
+"""Python API: `load(source)` -> Generator with `generate(n, steps, seed)` and `save(media, path)`.
+
+SOURCE is a run directory, a checkpoint file, or the name of a bundled pretrained model (a modality name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import RunConfig, config_from_dict
+from .errors import UserError
+from .model import build_model, resolve_device
+from .registry import MODALITIES, get_modality
+from .samplers import default_step_sigmas, edm_heun, edm_sigmas, multistep, onestep
+
+
+def resolve_source(source: str | Path) -> Path:
+    """The checkpoint file behind a run directory, a checkpoint path or a bundled model name."""
+    path = Path(source)
+    if path.is_dir():
+        latest = ckpt.latest_checkpoint(path)
+        if latest is None:
+            bundled = path / "model.safetensors"
+            if bundled.is_file():
+                return bundled
+            raise UserError(f"no checkpoint in run directory {path}")
+        return latest
+    if path.is_file():
+        return path
+    if str(source) in MODALITIES:
+        folder = get_modality(str(source)).pretrained_dir()
+        if folder is None or not (folder / "model.safetensors").is_file():
+            raise UserError(f"no bundled pretrained {source} model ships with this version")
+        return folder / "model.safetensors"
+    raise UserError(f"source not found: {source} (a run directory, a checkpoint file, or image/audio/video)")
+
+
+class Generator:
+    """A trained model ready to sample: EMA weights, codec and the modality's file writers."""
+
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, codec, modality, device, source: Path):
+        self.cfg, self.model, self.codec, self.modality = cfg, model, codec, modality
+        self.device, self.source = device, source
+
+    @property
+    def is_consistency(self) -> bool:
+        return self.model.kind == "consistency"
+
+    def step_sigmas(self, steps: int) -> list[float]:
+        """Noise levels of a `steps`-step consistency sample: the config's `sample.sigmas` or a Karras grid."""
+        custom = self.cfg.sample.sigmas.get(steps, self.cfg.sample.sigmas.get(str(steps)))
+        if custom is not None:
+            return [float(s) for s in custom]
+        m = self.cfg.method
+        return default_step_sigmas(steps, m.sigma_min, m.sigma_max, m.rho)
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False):
+        """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model."""
+        m = self.cfg.method
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if self.is_consistency:
+                if steps == 1:
+                    return onestep(self.model, noise, m.sigma_max)
+                return multistep(self.model, noise, self.step_sigmas(steps), m.sigma_min, generator)
+            return edm_heun(self.model, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
+
+    def generate(
+        self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+        bf16: bool | None = None, **options: Any,
+    ) -> torch.Tensor:
+        """Generate n samples in batches and decode them to media tensors (images/videos in [0, 1], audio in [-1, 1])."""
+        if n < 1:
+            raise UserError("-n must be >= 1")
+        steps = steps or self.cfg.sample.steps
+        if steps < 1:
+            raise UserError("--steps must be >= 1")
+        shape = self.modality.sample_shape(self.cfg, self.codec, **options)
+        gen = torch.Generator().manual_seed(seed)
+        batch_size = batch_size or self.cfg.sample.batch_size
+        bf16 = self.cfg.sample.bf16 if bf16 is None else bf16
+        out = []
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
+            x = self.sample(noise, steps, gen, bf16)
+            out.append(self.codec.decode(x.float()).cpu())
+        return torch.cat(out)
+
+    def save(self, media: torch.Tensor, path: str | Path, **options: Any) -> list[Path]:
+        return self.modality.save(media, Path(path), self.cfg, **options)
+
+
+def load(source: str | Path = "image", device: str = "auto", weights: str = "ema") -> Generator:
+    """Load a run directory, checkpoint file or bundled model name as a Generator (EMA weights by default)."""
+    path = resolve_source(source)
+    tensors, meta = ckpt.load_checkpoint(path)
+    if "config" not in meta:
+        raise UserError(f"{path} has no run config in its metadata")
+    cfg = config_from_dict(meta["config"])
+    modality, codec, model = build_model(cfg)
+    state = ckpt.prefixed(tensors, weights) or ckpt.prefixed(tensors, "model")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    return Generator(cfg, model, codec, modality, dev, path)

@@ -1,0 +1,53 @@
+"""The small interface every modality supplies to the core: codec, datasets, backbone presets, file output.
+
+Model tensors are [B, C, *axes]; the core never looks inside them beyond that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+class Codec(Protocol):
+    """Media tensors <-> model tensors. `channels` and `dims` describe the model tensor [B, channels, *dims axes]."""
+
+    channels: int
+    dims: int
+
+    def encode(self, media: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class Modality:
+    """Base class: subclasses set the class attributes and implement the methods below."""
+
+    name: str = ""
+    DataConfig: type = object  # dataclass for the `data` section
+    CodecConfig: type = object  # dataclass for the `codec` section
+    backbone_presets: dict[str, dict] = {}
+    default_suffix: str = ""
+    # extra `cm-media generate` options: (flag, argparse kwargs); the parsed values reach sample_shape/save
+    generate_options: list[tuple[str, dict]] = []
+
+    def build_codec(self, cfg) -> Codec:
+        raise NotImplementedError
+
+    def build_dataset(self, cfg, codec: Codec, split: str = "train"):
+        """A dataset of model tensors [C, *axes]: `len()`, `[i]`, and optionally `get_batch(indices)`."""
+        raise NotImplementedError
+
+    def sample_shape(self, cfg, codec: Codec, **options: Any) -> tuple[int, ...]:
+        """(C, *axes) of one generated model tensor, honouring generate options such as --seconds."""
+        raise NotImplementedError
+
+    def save(self, media: torch.Tensor, path: Path, cfg, **options: Any) -> list[Path]:
+        """Write decoded media [B, ...] to `path` (one file, a grid, or numbered files); returns the paths."""
+        raise NotImplementedError
+
+    def pretrained_dir(self) -> Path | None:
+        """Folder of the bundled pretrained model for `cm-media generate <modality>`, if one ships."""
+        return None

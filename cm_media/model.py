@@ -1,0 +1,34 @@
+"""Build the network of a run: modality codec -> backbone -> EDM or consistency preconditioning."""
+
+from __future__ import annotations
+
+from .config import RunConfig
+from .methods import method_kind
+from .nn import build_backbone
+from .parameterization import Preconditioned
+from .registry import get_modality
+
+
+def build_model(cfg: RunConfig):
+    """(modality, codec, model) for a validated run config; the model maps (x, sigma [B]) -> x0 estimate."""
+    modality = get_modality(cfg.modality)
+    codec = modality.build_codec(cfg)
+    backbone = build_backbone(cfg.backbone, modality.backbone_presets, codec.dims, codec.channels)
+    model = Preconditioned(
+        backbone, method_kind(cfg.method.name), sigma_data=cfg.method.sigma_data, sigma_min=cfg.method.sigma_min
+    )
+    return modality, codec, model
+
+
+def resolve_device(name: str):
+    import torch  # noqa: PLC0415
+
+    from .errors import UserError  # noqa: PLC0415
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA GPU is available")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)

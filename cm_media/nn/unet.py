@@ -1,0 +1,122 @@
+"""A UNet for 1, 2 or 3 data axes (waveforms, spectrograms/images, videos) conditioned on c_noise.
+
+Any input length works: the forward pass pads each axis up to a multiple of the total downsampling and
+crops the output back, so fully convolutional models generate longer clips than they were trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import SelfAttention
+from .layers import Downsample, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, zero_module
+
+
+@dataclass
+class UNetConfig:
+    """UNet hyperparameters; `down_stride` is an int or one stride per data axis, applied at each level."""
+
+    dims: int = 2
+    in_channels: int = 1
+    out_channels: int | None = None
+    channels: int = 64
+    channel_mult: list = field(default_factory=lambda: [1, 2])
+    num_res_blocks: int = 2
+    attn_levels: list = field(default_factory=list)
+    num_heads: int = 4
+    dropout: float = 0.0
+    down_stride: int | list = 2
+    kernel_size: int = 3
+    dilations: list = field(default_factory=lambda: [1])
+    attention_backend: str = "sdpa"
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; F(x, c_noise) with x [B, C, *axes] and c_noise [B]."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dims
+        stride = [cfg.down_stride] * d if isinstance(cfg.down_stride, int) else list(cfg.down_stride)
+        if len(stride) != d:
+            raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
+        self.stride = stride
+        levels = len(cfg.channel_mult)
+        self.total_stride = [s ** (levels - 1) for s in stride]
+        ch = cfg.channels
+        emb_dim = 4 * ch
+        self.embed = NoiseEmbedding(ch, emb_dim)
+        self.inp = conv_nd(d, cfg.in_channels, ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+
+        def res(i, o, j):
+            dil = cfg.dilations[j % len(cfg.dilations)]
+            return ResBlock(d, i, o, emb_dim, cfg.dropout, cfg.kernel_size, dil)
+
+        def attn(c):
+            return SelfAttention(c, cfg.num_heads, norm_groups(c), cfg.attention_backend)
+
+        self.down = nn.ModuleList()
+        skips = [ch]
+        cur = ch
+        for level, mult in enumerate(cfg.channel_mult):
+            for j in range(cfg.num_res_blocks):
+                blocks = [res(cur, ch * mult, j)]
+                cur = ch * mult
+                if level in cfg.attn_levels:
+                    blocks.append(attn(cur))
+                self.down.append(nn.ModuleList(blocks))
+                skips.append(cur)
+            if level < levels - 1:
+                self.down.append(nn.ModuleList([Downsample(d, cur, stride)]))
+                skips.append(cur)
+        self.mid = nn.ModuleList([res(cur, cur, 0), attn(cur), res(cur, cur, 1)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for j in range(cfg.num_res_blocks + 1):
+                blocks = [res(cur + skips.pop(), ch * mult, j)]
+                cur = ch * mult
+                if level in cfg.attn_levels:
+                    blocks.append(attn(cur))
+                if level > 0 and j == cfg.num_res_blocks:
+                    blocks.append(Upsample(d, cur, stride))
+                self.up.append(nn.ModuleList(blocks))
+        self.out = nn.Sequential(
+            nn.GroupNorm(norm_groups(cur), cur),
+            nn.SiLU(),
+            zero_module(conv_nd(d, cur, cfg.out_channels or cfg.in_channels, 3, padding=1)),
+        )
+
+    @staticmethod
+    def _run(blocks, h, emb):
+        for b in blocks:
+            h = b(h, emb) if isinstance(b, ResBlock) else b(h)
+        return h
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        axes = x.shape[2:]  # x: [B, C, *axes]
+        pads = [(-n) % s for n, s in zip(axes, self.total_stride)]
+        if any(pads):
+            x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
+        emb = self.embed(c_noise)
+        h = self.inp(x)
+        hs = [h]
+        for blocks in self.down:
+            h = self._run(blocks, h, emb)
+            hs.append(h)
+        h = self._run(self.mid, h, emb)
+        for blocks in self.up:
+            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
+        out = self.out(h)
+        return out[(slice(None), slice(None), *(slice(0, n) for n in axes))]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["UNet", "UNetConfig", "count_parameters"]

@@ -1,0 +1,78 @@
+"""Samplers: consistency one-step and multistep (Song et al. 2023, alg. 1) and EDM Heun/Euler (Karras et al. 2022, alg. 1).
+
+`f` is a consistency function f(x, sigma) and `denoiser` an EDM denoiser D(x, sigma); both take sigma as [B].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sig(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def onestep(f: Fn, noise: torch.Tensor, sigma_max: float = 80.0) -> torch.Tensor:
+    """One network evaluation: x = f(sigma_max z, sigma_max)."""
+    return f(sigma_max * noise, _sig(noise, sigma_max))
+
+
+@torch.no_grad()
+def multistep(
+    f: Fn, noise: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None
+) -> torch.Tensor:
+    """Algorithm 1: x = f(sigma_0 z); for each next tau: x = f(x + sqrt(tau^2 - sigma_min^2) z, tau)."""
+    sigmas = [float(s) for s in sigmas]
+    x = f(sigmas[0] * noise, _sig(noise, sigmas[0]))
+    for tau in sigmas[1:]:
+        z = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
+        x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * z, _sig(noise, tau))
+    return x
+
+
+def default_step_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
+    """Noise levels for a K-step consistency sample: a Karras grid of K + 1 points without its sigma_min end."""
+    from .schedules import karras_sigmas
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return karras_sigmas(steps + 1, sigma_min, sigma_max, rho)[:-1].tolist()
+
+
+@torch.no_grad()
+def edm_euler(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Euler on dx/dsigma = (x - D(x, sigma)) / sigma over a descending grid; the last step lands on D at sigma_min."""
+    sigmas = sigmas.to(torch.float64).tolist()
+    x = noise.double() * sigmas[0]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = (x - denoiser(x.float(), _sig(x, s)).double()) / s
+        x = x + (s_next - s) * d
+    return x.float()
+
+
+@torch.no_grad()
+def edm_heun(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """EDM algorithm 1 (deterministic Heun): 2N - 1 evaluations over `edm_sigmas(N)`, which ends at 0."""
+    sigmas = sigmas.to(torch.float64).tolist()
+    x = noise.double() * sigmas[0]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = (x - denoiser(x.float(), _sig(x, s)).double()) / s
+        x_next = x + (s_next - s) * d
+        if s_next > 0:  # second-order correction on every step except the last one to sigma = 0
+            d_next = (x_next - denoiser(x_next.float(), _sig(x, s_next)).double()) / s_next
+            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+        x = x_next
+    return x.float()
+
+
+def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    """The EDM sampling grid: n Karras sigmas followed by sigma_N = 0 (float64)."""
+    from .schedules import karras_sigmas
+
+    return torch.cat([karras_sigmas(n, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])

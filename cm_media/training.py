@@ -1,0 +1,203 @@
+"""The training loop, one function for every modality and method.
+
+Each step: draw a batch and noise from the loop's own generator, compute the method's per-sample loss
+(bf16 autocast optional), skip non-finite steps, clip, step, update the EMA. Checkpoints hold weights, EMA,
+method networks, optimizer and every RNG state, so `--resume` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import RunConfig, dump_config
+from .errors import UserError
+from .methods import build_method
+from .model import build_model, resolve_device
+from .schedules import ema_warmup_decay
+
+
+class TrainingError(UserError):
+    """Training cannot go on (too many non-finite losses)."""
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup to train.lr, then constant (the CM papers' schedule)."""
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    return torch.stack([dataset[int(i)] for i in indices])
+
+
+class _Stop:
+    """SIGINT/SIGTERM stop the loop at the next step boundary, after a checkpoint; a second SIGINT aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave the default handlers
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _rng_tensors(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state(), "rng.loop": gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda{i}"] = s
+    return out
+
+
+def _restore_rng(tensors, gen: torch.Generator) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.loop"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, keep):
+    tensors = {}
+    tensors.update(ckpt.with_prefix(model.state_dict(), "model"))
+    tensors.update(ckpt.with_prefix(ema.state_dict(), "ema"))
+    for name, module in method.state_modules().items():
+        tensors.update(ckpt.with_prefix(module.state_dict(), name))
+    opt_tensors, opt_meta = ckpt.optimizer_tensors(opt)
+    tensors.update(ckpt.with_prefix(opt_tensors, "optim"))
+    tensors.update(_rng_tensors(gen))
+    meta = {"config": cfg.to_dict(), "step": step, "bad_steps": bad_steps, "optimizer": opt_meta}
+    path = ckpt.checkpoint_path(run_dir, step)
+    ckpt.save_checkpoint(path, tensors, meta)
+    for _, old in ckpt.step_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train `cfg` into `run_dir`; returns the last checkpoint's path."""
+    run_dir = Path(run_dir)
+    existing = ckpt.latest_checkpoint(run_dir)
+    if existing is not None and not resume:
+        raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed)
+    device = resolve_device(tc.device)
+    modality, codec, model = build_model(cfg)
+    dataset = modality.build_dataset(cfg, codec, "train")
+    if len(dataset) == 0:
+        raise UserError("the training dataset is empty")
+    model.to(device).train()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    method = build_method(cfg.method, model, tc.steps)
+    for module in method.state_modules().values():
+        module.to(device)
+    opt = make_optimizer(model.parameters(), tc)
+    start, bad_steps = 0, 0
+    if resume and existing is not None:
+        tensors, meta = ckpt.load_checkpoint(existing)
+        model.load_state_dict(ckpt.prefixed(tensors, "model"))
+        ema.load_state_dict(ckpt.prefixed(tensors, "ema"))
+        for name, module in method.state_modules().items():
+            module.load_state_dict(ckpt.prefixed(tensors, name))
+        ckpt.load_optimizer(opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
+        _restore_rng(tensors, gen)
+        start, bad_steps = meta["step"], meta["bad_steps"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    last = existing
+    if start >= tc.steps:
+        return last
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    metrics = open(run_dir / "metrics.jsonl", "a")
+    bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    t0, window = time.perf_counter(), []
+    step, grad_norm = start, math.nan
+    try:
+        with _Stop() as stop:
+            while step < tc.steps:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, tc)
+                idx = torch.randint(0, len(dataset), (tc.batch_size,), generator=gen)
+                x0 = get_batch(dataset, idx).to(device, non_blocking=True)  # [B, C, *axes]
+                with autocast:
+                    per_sample = method.loss(model, x0, step, gen)  # [B]
+                loss = per_sample.float().mean()
+                opt.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    bad_steps += 1
+                    if bad_steps > tc.max_bad_steps:
+                        raise TrainingError(
+                            f"stopped at step {step}: {bad_steps} non-finite losses (lower train.lr or enable train.bf16)"
+                        )
+                else:
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    opt.step()
+                    update_ema(ema, model, ema_warmup_decay(tc.ema_decay, step))
+                    method.after_step(model, step)
+                    window.append(loss.item())
+                step += 1
+                bar.update(1)
+                if step % tc.log_every == 0 or step == tc.steps:
+                    rec = {
+                        "step": step,
+                        "loss": sum(window) / max(len(window), 1),
+                        "lr": opt.param_groups[0]["lr"],
+                        "grad_norm": float(grad_norm),
+                        "num_steps": method.num_steps(step - 1),
+                        "bad_steps": bad_steps,
+                        "elapsed_s": round(time.perf_counter() - t0, 3),
+                    }
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", N=rec["num_steps"])
+                    window = []
+                if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
+                    last = save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, tc.keep_checkpoints)
+                if stop.requested:
+                    bar.write(f"stopped at step {step}; checkpoint {last} (continue with --resume)")
+                    break
+    finally:
+        bar.close()
+        metrics.close()
+    return last

@@ -1,0 +1,84 @@
+"""Image datasets: built-in `digits` (scikit-learn's bundled 8x8 digits) and a folder of png/jpg files."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cm_media.errors import UserError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageDataConfig:
+    dataset: str = "digits"  # digits | folder
+    root: str | None = None  # the folder, for dataset: folder
+    holdout: float = 0.1  # share kept out of training for evaluation (the last items)
+
+
+class TensorDataset:
+    """Model tensors held in memory: [N, C, H, W]."""
+
+    def __init__(self, data: torch.Tensor, labels: torch.Tensor | None = None):
+        self.data = data
+        self.labels = labels
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.data[indices]
+
+
+def split(n: int, holdout: float, part: str) -> slice:
+    """Deterministic split: the last `holdout` share is the eval part."""
+    cut = n - int(round(n * holdout))
+    return slice(0, cut) if part == "train" else slice(cut, n)
+
+
+def digits_pixels() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 handwritten 8x8 digits as pixels [N, 1, 8, 8] in [0, 1] and labels [N]."""
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    d = load_digits()
+    pixels = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    return pixels, torch.tensor(d.target)
+
+
+def folder_pixels(root: Path, codec) -> torch.Tensor:
+    """Every readable image under `root` (recursively) at the codec's size; unreadable files are skipped by name."""
+    if not root.is_dir():
+        raise UserError(f"data.root is not a folder: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    items = []
+    for p in files:
+        try:
+            items.append(codec.read(p))
+        except UserError as exc:
+            log.warning("skipping %s", exc)
+    if not items:
+        raise UserError(f"no readable images (png, jpg, ...) in {root}")
+    return torch.stack(items)
+
+
+def build_dataset(cfg, codec, part: str = "train") -> TensorDataset:
+    data_cfg: ImageDataConfig = cfg.data
+    if data_cfg.dataset == "digits":
+        pixels, labels = digits_pixels()
+        pixels = codec.fit(pixels)
+    elif data_cfg.dataset == "folder":
+        if not data_cfg.root:
+            raise UserError("data.root must name a folder when data.dataset is 'folder'")
+        pixels, labels = folder_pixels(Path(data_cfg.root), codec), None
+    else:
+        raise UserError(f"unknown data.dataset {data_cfg.dataset!r} for images (digits or folder)")
+    s = split(pixels.shape[0], data_cfg.holdout, part)
+    return TensorDataset(codec.encode(pixels[s]), None if labels is None else labels[s])
