@@ -46,3 +46,5 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
 
 
 __all__ = ["ARCHS", "UNet", "UNetConfig", "build_backbone", "count_parameters", "register_arch"]
+
+from . import transformer  # noqa: E402,F401  registers backbone.arch "dit"

@@ -1,12 +1,13 @@
-"""Multi-head self-attention over the flattened axes of a [B, C, *axes] tensor, with a backend choice.
+"""Multi-head softmax attention with a backend choice, for conv feature maps and for token sequences.
 
-Backends: torch scaled_dot_product_attention ("sdpa", default) and xformers memory-efficient attention,
-used only when its kernels actually run here ("auto" probes once and falls back to sdpa).
+Backends: torch scaled_dot_product_attention ("sdpa", the default) and xformers memory-efficient attention.
+xformers wheels target one torch build, so it is used only after a tiny probe of its kernels (forward and
+backward) succeeds on the device; "auto" then picks it on CUDA, and a kernel that fails later (a dtype or
+head size it lacks) falls back to sdpa. Every choice is logged once per (request, device).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
@@ -17,42 +18,89 @@ from torch import nn
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sdpa", "xformers")
 
+_PROBED: dict[str, bool] = {}  # device type -> xformers kernels run there
+_RESOLVED: dict[tuple[str, str], str] = {}  # (requested, device type) -> backend that runs
+_FAILED: set[tuple] = set()  # (device type, dtype, head dim) where an xformers call raised
 
-@functools.lru_cache(maxsize=None)
+
 def xformers_available(device_type: str) -> bool:
-    """True when xformers imports and its memory-efficient kernel runs a tiny problem on this device."""
-    try:
-        import xformers.ops as xops  # noqa: PLC0415
+    """True when xformers imports and its memory-efficient kernel runs forward and backward here."""
+    if device_type not in _PROBED:
+        try:
+            import xformers.ops as xops  # noqa: PLC0415
 
-        q = torch.randn(1, 4, 1, 8, device=device_type)
-        xops.memory_efficient_attention(q, q, q)
-        return True
-    except Exception:  # any import or kernel failure means: not usable here
-        return False
+            q = torch.randn(1, 4, 1, 8, device=device_type, requires_grad=True)  # [B, L, heads, d]
+            xops.memory_efficient_attention(q, q, q).sum().backward()
+            _PROBED[device_type] = bool(torch.isfinite(q.grad).all())
+        except Exception as exc:  # any import or kernel failure means: not usable here
+            log.debug("xformers unusable on %s: %s", device_type, exc)
+            _PROBED[device_type] = False
+    return _PROBED[device_type]
 
 
-@functools.lru_cache(maxsize=None)
 def resolve_backend(requested: str, device_type: str) -> str:
-    """Map a requested backend to the one that runs; logs the choice once per (request, device)."""
+    """Map a requested backend to the one that runs on `device_type`; logs the choice once.
+
+    "auto" takes xformers on CUDA when its kernels run (torch's CPU sdpa is the faster CPU path), else sdpa.
+    """
+    key = (requested, device_type)
+    if key in _RESOLVED:
+        return _RESOLVED[key]
     if requested not in BACKENDS:
         raise ValueError(f"unknown attention backend {requested!r}; choose one of {', '.join(BACKENDS)}")
-    chosen = "sdpa"
-    if requested in ("auto", "xformers") and xformers_available(device_type):
-        chosen = "xformers"
+    wants_xformers = requested == "xformers" or (requested == "auto" and device_type == "cuda")
+    chosen = "xformers" if wants_xformers and xformers_available(device_type) else "sdpa"
     if requested == "xformers" and chosen != "xformers":
-        log.warning("xformers requested but its kernels do not run on %s; using torch sdpa", device_type)
-    log.info("attention backend: %s", chosen)
+        log.warning("attention backend: sdpa (xformers requested but its kernels do not run on %s)", device_type)
+    else:
+        log.info("attention backend: %s (requested %s, device %s)", chosen, requested, device_type)
+    _RESOLVED[key] = chosen
     return chosen
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
-    """Softmax attention on [B, heads, L, d] tensors."""
-    if resolve_backend(backend, q.device.type) == "xformers":
-        import xformers.ops as xops  # noqa: PLC0415
+def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """xformers on [B, heads, L, d]; None when its kernel rejects this call (then sdpa runs instead)."""
+    sig = (q.device.type, q.dtype, q.shape[-1])
+    if sig in _FAILED:
+        return None
+    import xformers.ops as xops  # noqa: PLC0415
 
+    try:
         out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return out.transpose(1, 2)
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        _FAILED.add(sig)
+        log.warning("attention backend: xformers failed for %s %s head dim %d (%s); using sdpa",
+                    sig[0], sig[1], sig[2], str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    return out.transpose(1, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """Softmax attention softmax(q k^T / sqrt(d)) v on [B, heads, L, d] tensors."""
+    if resolve_backend(backend, q.device.type) == "xformers":
+        out = _xformers_attention(q, k, v)
+        if out is not None:
+            return out
     return F.scaled_dot_product_attention(q, k, v)
+
+
+class TokenAttention(nn.Module):
+    """Multi-head self-attention on a token sequence [B, L, width] (no norm, no residual: the caller's)."""
+
+    def __init__(self, width: int, num_heads: int, backend: str = "sdpa", dropout: float = 0.0):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"attention width {width} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.backend = backend
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        out = rearrange(attention(q, k, v, self.backend), "b h l d -> b l (h d)")  # [B, L, width]
+        return self.dropout(self.proj(out))
 
 
 class SelfAttention(nn.Module):
