@@ -1,0 +1,35 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def digits_config():
+    return os.path.join(ROOT, "configs", "image", "digits_ict.yaml")
+
+
+@pytest.fixture
+def repo_root():
+    return ROOT
+
+
+def _tiny_overrides(steps=4, **extra):
+    """--set overrides that make any shipped config train in seconds."""
+    items = {"train.steps": steps, "train.batch_size": 8, "train.log_every": 1, "train.samples": 4,
+             "train.warmup_steps": 1}
+    items.update(extra)
+    out = []
+    for k, v in items.items():
+        out += ["--set", f"{k}={v}"]
+    return out
+
+
+@pytest.fixture
+def tiny_overrides():
+    """Function (steps, **{key: value}) -> ['--set', 'k=v', ...] for fast CLI training runs."""
+    return _tiny_overrides
