@@ -5,6 +5,8 @@ Model tensors are [B, C, *axes]; the core never looks inside them beyond that.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,3 +53,27 @@ class Modality:
     def pretrained_dir(self) -> Path | None:
         """Folder of the bundled pretrained model for `cm-media generate <modality>`, if one ships."""
         return None
+
+    def _features_module(self):
+        """The `features` module of the subclass's package (e.g. modalities.image.features), or None."""
+        module = sys.modules.get(type(self).__module__)
+        package = getattr(module, "__package__", None) or type(self).__module__
+        try:
+            return importlib.import_module(f"{package}.features")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{package}.features":
+                return None
+            raise
+
+    def features(self, media: torch.Tensor, cfg) -> torch.Tensor:
+        """Hand-crafted metric features [B, D] of decoded media (the package's `features.features`)."""
+        module = self._features_module()
+        if module is None:
+            raise NotImplementedError(f"modality {self.name!r} has no features module")
+        return module.features(media, cfg)
+
+    def learned_features(self, media: torch.Tensor, cfg) -> torch.Tensor | None:
+        """Features from a small shipped network [B, D], or None where none applies to this data."""
+        module = self._features_module()
+        fn = getattr(module, "learned_features", None) if module is not None else None
+        return fn(media, cfg) if fn is not None else None
