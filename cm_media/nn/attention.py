@@ -27,12 +27,12 @@ def xformers_available(device_type: str) -> bool:
     """True when xformers imports and its memory-efficient kernel runs forward and backward here."""
     if device_type not in _PROBED:
         try:
-            import xformers.ops as xops  # noqa: PLC0415
+            import xformers.ops as xops
 
             q = torch.randn(1, 4, 1, 8, device=device_type, requires_grad=True)  # [B, L, heads, d]
             xops.memory_efficient_attention(q, q, q).sum().backward()
             _PROBED[device_type] = bool(torch.isfinite(q.grad).all())
-        except Exception as exc:  # any import or kernel failure means: not usable here
+        except Exception as exc:  # noqa: BLE001  any import or kernel failure means: not usable here
             log.debug("xformers unusable on %s: %s", device_type, exc)
             _PROBED[device_type] = False
     return _PROBED[device_type]
@@ -63,7 +63,7 @@ def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     sig = (q.device.type, q.dtype, q.shape[-1])
     if sig in _FAILED:
         return None
-    import xformers.ops as xops  # noqa: PLC0415
+    import xformers.ops as xops
 
     try:
         out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))

@@ -101,24 +101,38 @@ class PositionEmbedding(nn.Module):
         if kind not in ("sincos", "learned"):
             raise ValueError(f"unknown pos_embed {kind!r} (sincos or learned)")
         self.kind, self.width, self.channels = kind, width, axis_channels(width, dims)
+        self._cache: dict[tuple, torch.Tensor] = {}  # sincos: (grid, device) -> [L, width], not saved
         if kind == "learned":  # start from the sin-cos values so both kinds begin alike
             self.tables = nn.ParameterList([nn.Parameter(sincos_1d(n, self.channels)) for n in lengths])
 
     def forward(self, grid: list[int], device) -> torch.Tensor:
         if self.kind == "sincos":
-            tables = [sincos_1d(n, self.channels, device) for n in grid]
-        else:  # linear interpolation when the grid differs from the table (ViT-style resizing)
-            tables = [
-                t if t.shape[0] == n else
-                F.interpolate(t.T[None], size=n, mode="linear", align_corners=True)[0].T
-                for t, n in zip(self.tables, grid)
-            ]
+            key = (tuple(grid), str(device))
+            if key not in self._cache:
+                with torch.inference_mode(False):  # a normal tensor, reusable by later training forwards
+                    tables = [sincos_1d(n, self.channels, device) for n in grid]
+                    self._cache[key] = grid_embedding(tables, self.width)
+            return self._cache[key]  # [L, width]
+        tables = [  # learned: linear interpolation when the grid differs from the table (ViT-style resizing)
+            t if t.shape[0] == n else F.interpolate(t.T[None], size=n, mode="linear", align_corners=True)[0].T
+            for t, n in zip(self.tables, grid)
+        ]
         return grid_embedding(tables, self.width)  # [L, width]
 
 
+def plain_norm(width: int) -> nn.LayerNorm:
+    """LayerNorm without its own scale and shift: adaLN supplies them from the noise embedding."""
+    return nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x [B, L, W] scaled and shifted per sample by [B, 1, W]."""
-    return x * (1 + scale) + shift
+    """adaLN: x [B, L, W] scaled and shifted per sample by [B, 1, W], i.e. x * (1 + scale) + shift."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Residual update x + gate * h with a per-sample gate [B, 1, W] (zero at init: the block is the identity)."""
+    return torch.addcmul(x, gate, h.to(x.dtype))
 
 
 class DiTBlock(nn.Module):
@@ -127,12 +141,11 @@ class DiTBlock(nn.Module):
     def __init__(self, width, heads, mlp_ratio, factorized, backend, dropout):
         super().__init__()
         self.factorized = factorized
-        norm = lambda: nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)  # noqa: E731
-        self.norm1, self.attn = norm(), TokenAttention(width, heads, backend, dropout)
+        self.norm1, self.attn = plain_norm(width), TokenAttention(width, heads, backend, dropout)
         if factorized:
-            self.norm_t, self.attn_t = norm(), TokenAttention(width, heads, backend, dropout)
+            self.norm_t, self.attn_t = plain_norm(width), TokenAttention(width, heads, backend, dropout)
         hidden = int(width * mlp_ratio)
-        self.norm2 = norm()
+        self.norm2 = plain_norm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, width)
         )
@@ -145,16 +158,16 @@ class DiTBlock(nn.Module):
             shift, scale, gate = mods[6:9]
             h = rearrange(modulate(self.norm_t(x), shift, scale), "b (t s) w -> (b s) t w", t=grid[0])
             h = rearrange(self.attn_t(h), "(b s) t w -> b (t s) w", b=x.shape[0])
-            x = x + gate * h
+            x = gated(x, gate, h)
             shift, scale, gate = mods[0:3]
             h = rearrange(modulate(self.norm1(x), shift, scale), "b (t s) w -> (b t) s w", t=grid[0])
             h = rearrange(self.attn(h), "(b t) s w -> b (t s) w", b=x.shape[0])
-            x = x + gate * h
+            x = gated(x, gate, h)
         else:
             shift, scale, gate = mods[0:3]
-            x = x + gate * self.attn(modulate(self.norm1(x), shift, scale))
+            x = gated(x, gate, self.attn(modulate(self.norm1(x), shift, scale)))
         shift, scale, gate = mods[3:6]
-        return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))
+        return gated(x, gate, self.mlp(modulate(self.norm2(x), shift, scale)))
 
 
 class FinalLayer(nn.Module):
@@ -162,7 +175,7 @@ class FinalLayer(nn.Module):
 
     def __init__(self, width: int, out_features: int):
         super().__init__()
-        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.norm = plain_norm(width)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, out_features)
 
@@ -246,6 +259,6 @@ class DiT(nn.Module):
 
 __all__ = ["SIZES", "DiT", "DiTConfig"]
 
-from . import register_arch  # noqa: E402  (the package defines it before importing this module)
+from . import register_arch  # the package defines it before importing this module
 
 register_arch("dit", DiTConfig, DiT)
