@@ -31,7 +31,7 @@ def get_modality(name: str):
     except ModuleNotFoundError as exc:
         if exc.name and MODALITIES[name].startswith(exc.name):
             raise UserError(f"modality {name!r} is not installed in this version of cm-media") from None
-        raise
+        raise UserError(f"modality {name!r} needs the package {exc.name!r}, which is not installed") from None
     return module.MODALITY
 
 
