@@ -46,5 +46,6 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
 
 
 __all__ = ["ARCHS", "UNet", "UNetConfig", "build_backbone", "count_parameters", "register_arch"]
+from . import spacetime  # noqa: E402,F401  registers backbone.arch "spacetime_unet"
 
 from . import transformer  # noqa: E402,F401  registers backbone.arch "dit"
