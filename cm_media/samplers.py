@@ -31,7 +31,7 @@ def multistep(
     sigmas = [float(s) for s in sigmas]
     x = f(sigmas[0] * noise, _sig(noise, sigmas[0]))
     for tau in sigmas[1:]:
-        z = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
+        z = torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)  # CPU generator: same draws on any device
         x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * z, _sig(noise, tau))
     return x
 
