@@ -38,6 +38,15 @@ class MethodConfig:
     edm_p_std: float = 1.2
     huber_c: float | None = None  # None: 0.00054 sqrt(dim)
     teacher: str | None = None  # run dir or checkpoint (cd, ect)
+    init_from_teacher: bool = True  # cd / ect start from the teacher's weights
+    num_scales: int = 18  # cd: N of the Karras grid the teacher steps on
+    target: str = "stopgrad"  # cd: stopgrad (iCT-style) or ema (mu0 decay)
+    distance: str = "pseudo_huber"  # cd: pseudo_huber or l2
+    stage_steps: int = 1000  # ect: iterations per stage (the t - r gap halves each stage)
+    ect_q: float = 2.0
+    ect_k: float = 8.0
+    ect_b: float = 1.0
+    weighting: str = "gap"  # ect: gap (1 / (t - r)) or edm ((t^2 + sd^2) / (t sd)^2)
 
 
 @dataclass
@@ -70,6 +79,7 @@ class SampleConfig:
     sigmas: dict = field(default_factory=dict)
     bf16: bool = False
     batch_size: int = 64
+    sampler: str = "heun"  # EDM models: heun (2N - 1 evaluations) or euler (N)
 
 
 @dataclass
@@ -229,6 +239,15 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"unknown train.optimizer {cfg.train.optimizer!r} (radam or adamw)")
     if cfg.train.checkpoint_every < 1:
         raise UserError("train.checkpoint_every must be >= 1")
+    m = cfg.method
+    for key, value, allowed in (("target", m.target, ("stopgrad", "ema")), ("distance", m.distance, ("pseudo_huber", "l2")),
+                                ("weighting", m.weighting, ("gap", "edm"))):
+        if value not in allowed:
+            raise UserError(f"unknown method.{key} {value!r} ({' or '.join(allowed)})")
+    if cfg.sample.sampler not in ("heun", "euler"):
+        raise UserError(f"unknown sample.sampler {cfg.sample.sampler!r} (heun or euler)")
+    if m.name in ("cd", "ect") and not m.teacher:
+        raise UserError(f"method.name {m.name} needs method.teacher (a teacher run directory or checkpoint)")
     if not 0 < cfg.method.sigma_min < cfg.method.sigma_max:
         raise UserError("method.sigma_min must be > 0 and below method.sigma_max")
 

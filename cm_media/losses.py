@@ -1,7 +1,7 @@
 """Training losses, each returning one value per sample ([B]); the caller reduces.
 
-EDM denoising (Karras et al. 2022), CT (Song et al. 2023), iCT (Song & Dhariwal 2023).
-Distillation (CD) reuses `consistency_loss` with a teacher-made x_lo.
+EDM denoising (Karras et al. 2022), CT and CD (Song et al. 2023), iCT (Song & Dhariwal 2023),
+ECT (Geng et al. 2024). All consistency objectives share `consistency_loss`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .parameterization import append_dims, edm_loss_weight, mean_flat
+from .solvers import heun_step
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -71,3 +72,19 @@ def edm_loss(denoiser: Fn, x0, noise, sigma, sigma_data: float = 0.5) -> torch.T
     """EDM denoising loss lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2 (mean over values) per sample."""
     x_noisy = x0 + append_dims(sigma, x0.ndim) * noise
     return edm_loss_weight(sigma, sigma_data) * squared_l2(denoiser(x_noisy, sigma), x0)
+
+
+def cd_loss(model: Fn, target: Fn, teacher: Fn, x0, noise, sigma_hi, sigma_lo, distance: Callable) -> torch.Tensor:
+    """CD (Song et al. 2023, alg. 2): x_lo is one Heun step of the frozen teacher from x_hi = x0 + sigma_hi z."""
+    x_hi = x0 + append_dims(sigma_hi, x0.ndim) * noise
+    x_lo = heun_step(teacher, x_hi, sigma_hi, sigma_lo).to(x0.dtype)
+    return consistency_loss(model, target, x_hi, sigma_hi, x_lo, sigma_lo, distance, torch.ones_like(sigma_hi))
+
+
+def ect_loss(model: Fn, x0, noise, t, r, sigma_min: float, c: float, weight: torch.Tensor) -> torch.Tensor:
+    """ECT (Geng et al. 2024): d(f(x_t, t), stopgrad f(x_r, r)) with shared noise; r below sigma_min means
+    r = 0, where x_r = x0 and f(x0, sigma_min) = x0 exactly, so the target is the clean data (plain denoising)."""
+    r = torch.where(r < sigma_min, torch.zeros_like(r), r)
+    x_t = x0 + append_dims(t, x0.ndim) * noise
+    x_r = x0 + append_dims(r, x0.ndim) * noise
+    return consistency_loss(model, model, x_t, t, x_r, r.clamp(min=sigma_min), lambda a, b: pseudo_huber(a, b, c), weight)

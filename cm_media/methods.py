@@ -12,6 +12,7 @@ from torch import nn
 
 from . import losses, schedules
 from .config import MethodConfig
+from .parameterization import edm_loss_weight
 
 
 class Method:
@@ -20,7 +21,7 @@ class Method:
     kind = "consistency"
     name = ""
 
-    def __init__(self, cfg: MethodConfig, model: nn.Module, total_steps: int):
+    def __init__(self, cfg: MethodConfig, model: nn.Module, total_steps: int, run_cfg=None, device=None):
         self.cfg = cfg
         self.total_steps = total_steps
 
@@ -71,7 +72,7 @@ class CT(Method):
 
     name = "ct"
 
-    def __init__(self, cfg, model, total_steps):
+    def __init__(self, cfg, model, total_steps, run_cfg=None, device=None):
         super().__init__(cfg, model, total_steps)
         self.target = copy.deepcopy(model).requires_grad_(False)
 
@@ -106,12 +107,76 @@ class EDM(Method):
         return losses.edm_loss(model, x0, self._noise(x0, gen), sigma.float().to(x0.device), c.sigma_data)
 
 
-METHODS: dict[str, type[Method]] = {"ict": ICT, "ct": CT, "edm": EDM}
+class _FromTeacher(Method):
+    """Base of CD and ECT: loads the frozen EDM teacher and (by default) starts from its weights."""
+
+    def __init__(self, cfg, model, total_steps, run_cfg=None, device=None):
+        from .teacher import init_from_teacher, load_teacher  # noqa: PLC0415
+
+        super().__init__(cfg, model, total_steps)
+        self.teacher, _ = load_teacher(run_cfg, device or torch.device("cpu"))
+        if cfg.init_from_teacher:
+            init_from_teacher(model, self.teacher)
+
+    def _distance(self, x0):
+        if self.cfg.distance == "l2":
+            return losses.squared_l2
+        c = self.cfg.huber_c if self.cfg.huber_c is not None else losses.pseudo_huber_c(x0[0].numel())
+        return lambda a, b: losses.pseudo_huber(a, b, c)
+
+
+class CD(_FromTeacher):
+    """Consistency distillation (Song et al. 2023): one teacher Heun step per pair, fixed N-point grid."""
+
+    name = "cd"
+
+    def __init__(self, cfg, model, total_steps, run_cfg=None, device=None):
+        super().__init__(cfg, model, total_steps, run_cfg, device)
+        self.target = copy.deepcopy(model).requires_grad_(False) if cfg.target == "ema" else None
+
+    def num_steps(self, step):
+        return self.cfg.num_scales
+
+    def loss(self, model, x0, step, gen):
+        sigma_hi, sigma_lo = self._adjacent_sigmas(self.cfg.num_scales, x0.shape[0], gen, False, x0.device)
+        target = model if self.target is None else self.target.train(model.training)
+        return losses.cd_loss(model, target, self.teacher, x0, self._noise(x0, gen), sigma_hi, sigma_lo, self._distance(x0))
+
+    @torch.no_grad()
+    def after_step(self, model, step):
+        if self.target is not None:
+            for t, p in zip(self.target.parameters(), model.parameters()):
+                t.lerp_(p, 1 - self.cfg.mu0)
+
+    def state_modules(self):
+        return {"target": self.target} if self.target is not None else {}
+
+
+class ECT(_FromTeacher):
+    """Easy consistency tuning (Geng et al. 2024): the gap t - r shrinks stage by stage from diffusion to CM."""
+
+    name = "ect"
+
+    def stage(self, step: int) -> int:
+        return step // max(self.cfg.stage_steps, 1)
+
+    def loss(self, model, x0, step, gen):
+        c = self.cfg
+        t = torch.exp(c.p_mean + c.p_std * torch.randn(x0.shape[0], generator=gen)).clamp(c.sigma_min * 1.5, c.sigma_max)
+        r = schedules.ect_r(t, self.stage(step), c.ect_q, c.ect_k, c.ect_b)
+        r_eff = torch.where(r < c.sigma_min, torch.zeros_like(r), r)
+        weight = 1 / (t - r_eff) if c.weighting == "gap" else edm_loss_weight(t, c.sigma_data)
+        huber = c.huber_c if c.huber_c is not None else losses.pseudo_huber_c(x0[0].numel())
+        t, r, weight = (v.float().to(x0.device) for v in (t, r, weight))
+        return losses.ect_loss(model, x0, self._noise(x0, gen), t, r, c.sigma_min, huber, weight)
+
+
+METHODS: dict[str, type[Method]] = {"ict": ICT, "ct": CT, "edm": EDM, "cd": CD, "ect": ECT}
 
 
 def method_kind(name: str) -> str:
     return METHODS[name].kind
 
 
-def build_method(cfg: MethodConfig, model: nn.Module, total_steps: int) -> Method:
-    return METHODS[cfg.name](cfg, model, total_steps)
+def build_method(cfg: MethodConfig, model: nn.Module, total_steps: int, run_cfg=None, device=None) -> Method:
+    return METHODS[cfg.name](cfg, model, total_steps, run_cfg, device)

@@ -50,6 +50,14 @@ class Modality:
         """Write decoded media [B, ...] to `path` (one file, a grid, or numbered files); returns the paths."""
         raise NotImplementedError
 
+    def read(self, path: Path, cfg, codec: Codec) -> torch.Tensor:
+        """One media file as a media tensor [1, ...] fitted to the config (for `cm-media edit`)."""
+        raise NotImplementedError(f"modality {self.name!r} cannot read files for editing")
+
+    def edit_mask(self, spec: str, model_shape: tuple[int, ...], cfg) -> torch.Tensor:
+        """Parse a `--mask` spec into a model-space mask [1, 1, *axes] (1 = regenerate, 0 = keep)."""
+        raise NotImplementedError(f"modality {self.name!r} has no edit masks")
+
     def pretrained_dir(self) -> Path | None:
         """Folder of the bundled pretrained model for `cm-media generate <modality>`, if one ships."""
         return None

@@ -76,3 +76,34 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
     from .schedules import karras_sigmas
 
     return torch.cat([karras_sigmas(n, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
+
+
+@torch.no_grad()
+def masked_multistep(
+    f: Fn, known: torch.Tensor, mask: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None
+) -> torch.Tensor:
+    """Zero-shot editing (Song et al. 2023, alg. 4 with A = identity): regenerate where mask = 1, keep `known`
+    exactly where mask = 0. Inpainting, audio infilling, video interpolation and prediction are all this."""
+    mask = mask.to(known.dtype).expand_as(known)
+    keep = 1 - mask
+
+    def noise_like():
+        return torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
+
+    sigmas = [float(s) for s in sigmas]
+    x = keep * known + mask * f(known * keep + sigmas[0] * noise_like(), _sig(known, sigmas[0]))
+    for tau in sigmas[1:]:
+        x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), _sig(known, tau))
+        x = keep * known + mask * x
+    return x
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation between two Gaussian noises (keeps the norm a sample of N(0, I) would have)."""
+    a, b = z0.flatten(1), z1.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-12)
+    theta = torch.arccos(cos.clamp(-1, 1))
+    s = torch.sin(theta).clamp(min=1e-8)
+    w0 = torch.where(theta < 1e-4, 1 - alpha + 0 * s, torch.sin((1 - alpha) * theta) / s)
+    w1 = torch.where(theta < 1e-4, alpha + 0 * s, torch.sin(alpha * theta) / s)
+    return (w0[:, None] * a + w1[:, None] * b).reshape(z0.shape)

@@ -127,8 +127,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if len(dataset) == 0:
         raise UserError("the training dataset is empty")
     model.to(device).train()
+    method = build_method(cfg.method, model, tc.steps, cfg, device)  # CD / ECT may load teacher weights
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    method = build_method(cfg.method, model, tc.steps)
     for module in method.state_modules().values():
         module.to(device)
     opt = make_optimizer(model.parameters(), tc)

@@ -9,6 +9,7 @@ from cm_media.modality import Modality
 from .codec import ImageCodec, ImageCodecConfig
 from .datasets import ImageDataConfig, build_dataset
 from .io import save_images
+from .masks import image_mask
 from .presets import PRESETS
 
 
@@ -33,6 +34,12 @@ class ImageModality(Modality):
         if separate:
             return save_images(media, Path(path).with_suffix(""), grid=False)
         return save_images(media, Path(path) if Path(path).suffix else Path(path).with_suffix(".png"), grid=True)
+
+    def read(self, path, cfg, codec):
+        return codec.read(Path(path))[None]  # [1, C, H, W]
+
+    def edit_mask(self, spec, model_shape, cfg):
+        return image_mask(spec, model_shape[-2], model_shape[-1])
 
     def pretrained_dir(self):
         return Path(__file__).parent / "pretrained"
