@@ -1,4 +1,4 @@
-"""`cm-media` command line: train, generate, info. User mistakes print one `error: ...` line and exit 2."""
+"""`cm-media` command line: train, generate, bench, info. User mistakes print one `error: ...` line and exit 2."""
 
 from __future__ import annotations
 
@@ -53,6 +53,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     dests = _modality_options(g)
 
+    b = sub.add_parser("bench", help="speed vs quality: latency, throughput, memory, FD/KID/precision/recall")
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="run directories or checkpoint files")
+    b.add_argument("--steps", default="1,2,4", help="consistency step counts, comma-separated (default 1,2,4)")
+    b.add_argument("--teacher-steps", type=int, default=18, help="EDM Heun steps N for diffusion models (NFE 2N-1)")
+    b.add_argument("--batch", type=int, default=None, help="batch size for timing and sampling")
+    b.add_argument("--num-samples", type=int, default=256, help="generated samples per configuration for metrics")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (median reported)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    b.add_argument("--no-baselines", action="store_true", help="skip the real-data and noise calibration rows")
+    b.add_argument("--json", default=None, help="write one JSON record per configuration here")
+    b.add_argument("--markdown", default=None, help="write the Markdown table here")
+    b.add_argument("--plot", default=None, help="write the quality-vs-latency plot (PNG) here")
+    b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     sub.add_parser("info", help="versions, devices, attention backend and modalities")
     return p, dests
 
@@ -96,6 +112,12 @@ def cmd_generate(args, dests) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench  # noqa: PLC0415
+
+    return bench.main(args)
+
+
 def cmd_info() -> int:
     import platform  # noqa: PLC0415
 
@@ -130,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "generate":
             return cmd_generate(args, dests)
+        if args.command == "bench":
+            return cmd_bench(args)
         if args.command == "info":
             return cmd_info()
         parser.print_help()

@@ -102,3 +102,70 @@ def test_quality_metrics_rank_closer_sets_better():
     assert qn["precision"] > qf["precision"] and qn["recall"] > qf["recall"]
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         metrics.frechet_distance(torch.zeros(5), torch.zeros(5))
+
+
+# ---------------------------------------------------------------- per-modality features
+
+
+def test_image_features_shape_and_gradients():
+    from modalities.image.features import features, gradients, learned_features
+
+    flat = torch.full((2, 1, 8, 8), 0.5)
+    edge = torch.zeros(2, 1, 8, 8)
+    edge[..., 4:] = 1.0
+    f_flat, f_edge = features(flat), features(edge)
+    assert f_flat.shape == (2, 64 + 32 + 8 + 4)
+    dx, dy = gradients(flat)
+    assert dx.abs().max() == 0 and dy.abs().max() == 0
+    dx, dy = gradients(edge)
+    assert dx.abs().max() == 0.5 and dy.abs().max() == 0  # a vertical edge has only x-gradients
+    assert f_edge[0, -2] > f_flat[0, -2]  # mean gradient magnitude
+    assert features(torch.rand(3, 3, 32, 32)).shape == (3, 3 * 64 + 32 + 8 + 4)  # RGB at any size
+    net = learned_features(torch.rand(3, 1, 8, 8))
+    assert net is not None and net.shape == (3, 64)
+
+
+def test_shipped_digits_net_classifies_held_out_digits():
+    from modalities.image.datasets import digits_pixels, split
+    from modalities.image.feature_net import load_feature_net
+
+    net = load_feature_net()
+    assert net is not None, "modalities/image/feature_net.safetensors is missing"
+    pixels, labels = digits_pixels()
+    ev = split(len(pixels), 0.1, "eval")
+    with torch.no_grad():
+        acc = (net(pixels[ev]).argmax(1) == labels[ev]).float().mean()
+    assert acc > 0.9
+
+
+def test_video_features_see_motion():
+    from modalities.video.features import features
+
+    def clip(move):
+        v = torch.zeros(1, 1, 6, 16, 16)
+        for t in range(6):
+            x0 = 2 + (2 * t if move else 0)
+            v[0, 0, t, 6:10, x0:x0 + 4] = 1
+        return v
+
+    f = features(torch.cat([clip(True), clip(False)]))
+    assert f.shape == (2, 108 + 5 + 32 + 4)
+    moving, static = f[0, 108:], f[1, 108:]
+    assert static.abs().max() == 0
+    assert moving[0] > 0 and moving[2] == pytest.approx(4 * 2 / 15, rel=1e-4)  # centroid speed, x4 scaled
+
+
+def test_audio_features_track_pitch_and_stay_finite_on_silence():
+    from modalities.audio.features import N_MELS, N_MFCC, features
+
+    class Cfg:
+        class codec:
+            sample_rate = 8000
+
+    t = torch.arange(4000) / 8000
+    clips = torch.stack([torch.sin(2 * math.pi * 220 * t), torch.sin(2 * math.pi * 1760 * t), torch.zeros_like(t)])
+    f = features(clips[:, None] * 0.5, Cfg)
+    assert f.shape == (3, 2 * N_MELS + 2 * N_MFCC + 12) and torch.isfinite(f).all()
+    centroid = f[:, 2 * N_MELS + 2 * N_MFCC]  # first spectral descriptor: mean centroid / Nyquist
+    assert centroid[1] > 4 * centroid[0]
+    assert centroid[0] == pytest.approx(220 / 4000, rel=0.3)

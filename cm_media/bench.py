@@ -1,0 +1,459 @@
+"""Speed-versus-quality harness shared by `cm-media bench` and the scripts in benchmarks/.
+
+For each model and step count (and EDM Heun for diffusion models) it measures NFE, latency per batch (median
+of repeats after warm-up), throughput, the bare backbone forward at the same batch (the floor for one step),
+real-time factor (audio) or frames per second (video), peak memory, and FD / KID +- se / precision / recall
+against the run's held-out data. Results are plain dict records; JSON, Markdown and a plot are views of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from . import metrics
+from .errors import UserError
+
+QUALITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall")
+
+
+@dataclass
+class BenchOptions:
+    steps: list[int] = field(default_factory=lambda: [1, 2, 4])  # consistency step counts
+    teacher_steps: int = 18  # EDM Heun steps N for diffusion models (NFE = 2N - 1)
+    batch: int | None = None  # timing batch; default: the run's sample.batch_size
+    num_samples: int = 256  # generated samples per configuration for the quality metrics
+    max_references: int = 2000  # cap on held-out reference items
+    repeats: int = 5  # timed repeats; the median is reported
+    warmup: int = 2
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None  # None: the run's sample.bf16
+    baselines: bool = True  # add rows for real train-split data and for decoded Gaussian noise
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- timing and memory
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_times(fns: list[Callable[[], object]], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Median wall-clock seconds of each fn over `repeats` rounds after `warmup` untimed rounds.
+
+    The functions alternate within each round, so load from other processes hits them alike and their
+    ratio stays meaningful on a shared machine.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(repeats, 1)):
+        for fn, ts in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def _fix_malloc_threshold() -> None:
+    """Make glibc return large freed blocks to the OS at once, so RSS tracks live tensor memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed (disables glibc's growing threshold)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float | None, str]:
+    """(peak extra memory in MiB while fn() runs, how it was measured)."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated"
+    base = _proc_status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter
+    except OSError:
+        base = None
+    if base is None:
+        fn()
+        return None, "unavailable"
+    fn()
+    return max(_proc_status_kib("VmHWM") - base, 0) / 1024, "rss peak (VmHWM)"
+
+
+# ---------------------------------------------------------------- what to measure
+
+
+@dataclass
+class Entry:
+    """One model under test."""
+
+    label: str
+    source: str
+    gen: object  # cm_media.generator.Generator
+
+
+@dataclass
+class Reference:
+    """Held-out real data as features, shared by every model trained on the same data."""
+
+    size: int
+    hand: torch.Tensor  # [N, D]
+    net: torch.Tensor | None  # [N, D'] learned features, where a shipped network applies
+
+
+def _label(source: str, taken: set[str]) -> str:
+    """A short unique name: the run folder, `run@step_N` for a run's checkpoint file, else the file stem."""
+    p = Path(source)
+    name = p.name if p.is_dir() or not p.suffix else (
+        f"{p.parent.parent.name}@{p.stem}" if p.parent.name == "checkpoints" else p.stem)
+    label, i = name or str(source), 2
+    while label in taken:
+        label, i = f"{name}-{i}", i + 1
+    taken.add(label)
+    return label
+
+
+def load_entries(sources: list[str], device: str) -> list[Entry]:
+    """Load each SOURCE, plus the EDM teacher a distilled/tuned run names (when its file exists)."""
+    from .generator import load  # noqa: PLC0415
+
+    entries, taken, seen = [], set(), set()
+    for source in sources:
+        gen = load(source, device=device)
+        if gen.source.resolve() in seen:
+            continue
+        seen.add(gen.source.resolve())
+        label = _label(str(source), taken)
+        entries.append(Entry(label, str(source), gen))
+        teacher = getattr(gen.cfg.method, "teacher", None)
+        if gen.is_consistency and teacher:
+            try:
+                tgen = load(teacher, device=device)
+            except UserError:
+                print(f"note: teacher {teacher} of {source} not found; skipping it", file=sys.stderr)
+                continue
+            if tgen.source.resolve() not in seen and not tgen.is_consistency:
+                seen.add(tgen.source.resolve())
+                entries.append(Entry(f"{label} teacher", str(teacher), tgen))
+    return entries
+
+
+def _dataset_batch(ds, indices: torch.Tensor) -> torch.Tensor:
+    if hasattr(ds, "get_batch"):
+        return ds.get_batch(indices)
+    return torch.stack([ds[int(i)] for i in indices])
+
+
+def _decode(gen, x: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([gen.codec.decode(x[i:i + batch].to(gen.device).float()).cpu() for i in range(0, len(x), batch)])
+
+
+def _features(gen, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    m, cfg = gen.modality, gen.cfg
+    try:
+        hand = m.features(media, cfg)
+    except NotImplementedError:
+        raise UserError(f"modality {m.name!r} has no metric features (modalities/{m.name}/features.py)") from None
+    return hand.float().cpu(), (lambda n: None if n is None else n.float().cpu())(m.learned_features(media, cfg))
+
+
+def data_items(gen, split: str, limit: int, seed: int) -> torch.Tensor:
+    """Up to `limit` model tensors [N, C, *axes] from the run's dataset split (a seeded random subset)."""
+    ds = gen.modality.build_dataset(gen.cfg, gen.codec, split)
+    n = len(ds)
+    if n == 0:
+        raise UserError(f"the {split} split of {gen.cfg.modality} data {gen.cfg.data.dataset!r} is empty")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
+    return _dataset_batch(ds, idx)
+
+
+def reference_for(gen, opts: BenchOptions, batch: int) -> Reference:
+    media = _decode(gen, data_items(gen, "eval", opts.max_references, opts.seed), batch)
+    if len(media) < 4:
+        raise UserError(f"held-out split has only {len(media)} items; metrics need at least 4")
+    hand, net = _features(gen, media)
+    return Reference(len(media), hand, net)
+
+
+def _reference_key(gen) -> str:
+    c = gen.cfg
+    return json.dumps([c.modality, repr(c.data), repr(c.codec)])
+
+
+def quality(ref: Reference, hand: torch.Tensor, net: torch.Tensor | None) -> dict:
+    """Metrics of generated features against the reference; `net_*` keys from the learned features."""
+    out = {k: v for k, v in metrics.quality_metrics(ref.hand, hand).items() if k in QUALITY_KEYS}
+    if ref.net is not None and net is not None:
+        out.update({f"net_{k}": v for k, v in metrics.quality_metrics(ref.net, net).items() if k in QUALITY_KEYS})
+    return out
+
+
+# ---------------------------------------------------------------- one configuration
+
+
+def _media_rates(gen, media: torch.Tensor, seconds_per_batch: float) -> dict:
+    """Real-time factor (audio: generation seconds / audio seconds) or frames per second (video)."""
+    b = media.shape[0]
+    if gen.cfg.modality == "audio" and media.ndim == 3:
+        rate = next((getattr(gen.cfg.codec, k) for k in ("sample_rate", "sr", "rate") if hasattr(gen.cfg.codec, k)),
+                    None)
+        if rate:
+            audio_s = media.shape[-1] / float(rate)
+            return {"audio_seconds": audio_s, "real_time_factor": seconds_per_batch / (b * audio_s)}
+    if gen.cfg.modality == "video" and media.ndim == 5:
+        frames = media.shape[2]
+        return {"frames": frames, "frames_per_s": b * frames / seconds_per_batch}
+    return {}
+
+
+def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Reference) -> dict:
+    """Speed and quality of one (model, sampler, steps) configuration as a flat record."""
+    gen = entry.gen
+    dev = gen.device
+    batch = opts.batch or gen.cfg.sample.batch_size
+    bf16 = gen.cfg.sample.bf16 if opts.bf16 is None else opts.bf16
+    shape = gen.modality.sample_shape(gen.cfg, gen.codec)
+    g = torch.Generator().manual_seed(opts.seed)
+    noise = torch.randn((batch, *shape), generator=g).to(dev)  # [B, C, *axes]
+    nfe = steps if sampler == "consistency" else 2 * steps - 1
+
+    backbone = gen.model.backbone
+    c_noise = torch.full((batch,), math.log(gen.cfg.method.sigma_max) / 4, device=dev)  # [B]
+
+    def sample():
+        return gen.sample(noise, steps, g, bf16)
+
+    @torch.no_grad()
+    def forward():  # the bare network: what one step cannot go below
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return backbone(noise, c_noise)
+
+    latency, backbone_s = median_times([sample, forward], dev, opts.repeats, opts.warmup)
+    memory_mib, memory_method = peak_memory(sample, dev)
+    x = sample()
+    (decode_s,) = median_times([lambda: gen.codec.decode(x.float())], dev, opts.repeats, 1)
+    media = gen.codec.decode(x.float()).cpu()
+    per_batch = latency + decode_s
+
+    t0 = time.perf_counter()
+    gen_media = gen.generate(opts.num_samples, steps=steps, seed=opts.seed + 1, batch_size=batch, bf16=bf16)
+    quality_gen_s = time.perf_counter() - t0
+    hand, net = _features(gen, gen_media)
+    record = {
+        "model": entry.label, "source": entry.source, "modality": gen.cfg.modality,
+        "dataset": gen.cfg.data.dataset, "method": gen.cfg.method.name, "sampler": sampler,
+        "steps": steps, "nfe": nfe, "batch": batch, "sample_shape": list(shape),
+        "params": sum(p.numel() for p in backbone.parameters()), "device": str(dev), "bf16": bool(bf16),
+        "latency_s": latency, "decode_s": decode_s, "samples_per_s": batch / per_batch,
+        "backbone_forward_s": backbone_s,
+        "latency_per_forward": latency / (nfe * backbone_s),  # 1.0 = no sampler overhead
+        **_media_rates(gen, media, per_batch),
+        "peak_memory_mib": memory_mib, "memory_method": memory_method,
+        "num_samples": len(gen_media), "reference_size": ref.size, "quality_generation_s": quality_gen_s,
+    }
+    record.update(quality(ref, hand, net))
+    return record
+
+
+def baseline_records(entry: Entry, opts: BenchOptions, ref: Reference, batch: int) -> list[dict]:
+    """Calibration rows: real train-split data (the best a model can score at this N) and decoded noise."""
+    gen = entry.gen
+    n = opts.num_samples
+    rows = []
+    train = _decode(gen, data_items(gen, "train", n, opts.seed + 2), batch)
+    shape = gen.modality.sample_shape(gen.cfg, gen.codec)
+    noise = gen.cfg.method.sigma_data * torch.randn((n, *shape), generator=torch.Generator().manual_seed(opts.seed + 3))
+    for name, media in (("data (train split)", train), ("noise", _decode(gen, noise, batch))):
+        hand, net = _features(gen, media)
+        rows.append({"model": name, "source": entry.source, "modality": gen.cfg.modality,
+                     "dataset": gen.cfg.data.dataset, "sampler": "baseline", "steps": 0, "nfe": 0,
+                     "num_samples": len(media), "reference_size": ref.size, **quality(ref, hand, net)})
+    return rows
+
+
+def run_bench(sources: list[str], opts: BenchOptions | None = None) -> list[dict]:
+    """Benchmark every source; returns one record per configuration (baselines last per dataset)."""
+    opts = opts or BenchOptions()
+    if not sources:
+        raise UserError("bench needs at least one SOURCE (a run directory or checkpoint)")
+    if any(s < 1 for s in opts.steps) or opts.teacher_steps < 2:
+        raise UserError("--steps must be >= 1 and --teacher-steps >= 2")
+    if opts.num_samples < 4 or (opts.batch is not None and opts.batch < 1) or opts.repeats < 1:
+        raise UserError("--num-samples must be >= 4, --batch and --repeats >= 1")
+    _fix_malloc_threshold()
+    entries = load_entries(sources, opts.device)
+    plan = [(e, "consistency", s) for e in entries if e.gen.is_consistency for s in opts.steps]
+    plan += [(e, "edm-heun", opts.teacher_steps) for e in entries if not e.gen.is_consistency]
+    refs: dict[str, Reference] = {}
+    records, baselines = [], []
+    bar = tqdm(plan, desc="bench", unit="config", disable=not opts.progress)
+    for entry, sampler, steps in bar:
+        bar.set_postfix_str(f"{entry.label} {sampler} {steps} step(s)")
+        key = _reference_key(entry.gen)
+        batch = opts.batch or entry.gen.cfg.sample.batch_size
+        if key not in refs:
+            refs[key] = reference_for(entry.gen, opts, batch)
+            if opts.baselines:
+                baselines += baseline_records(entry, opts, refs[key], batch)
+        records.append(measure(entry, sampler, steps, opts, refs[key]))
+    return records + baselines
+
+
+# ---------------------------------------------------------------- views: JSON, Markdown, plot
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def to_markdown(records: list[dict]) -> str:
+    """One table row per record; speed columns are empty for baseline rows."""
+    has_net = any("net_fd" in r for r in records)
+    rate = "RTF" if any("real_time_factor" in r for r in records) else (
+        "frames/s" if any("frames_per_s" in r for r in records) else None)
+    cols = ["model", "sampler", "NFE", "latency ms", "samples/s", "backbone ms", "latency/(NFE x fwd)"]
+    cols += [rate] if rate else []
+    cols += ["peak MiB", "FD", "KID x1e3 (+-se)", "precision", "recall"] + (["net FD"] if has_net else [])
+    cols += ["N gen / ref"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in records:
+        ms = (lambda k: _fmt(r[k] * 1e3) if r.get(k) is not None else "-")
+        row = [r["model"], r["sampler"], str(r["nfe"]), ms("latency_s"), _fmt(r.get("samples_per_s")),
+               ms("backbone_forward_s"), _fmt(r.get("latency_per_forward"))]
+        if rate:
+            row.append(_fmt(r.get("real_time_factor" if rate == "RTF" else "frames_per_s")))
+        se = r.get("kid_se")
+        kid = f"{r['kid'] * 1e3:.3g}" + (f" +- {se * 1e3:.2g}" if se is not None and math.isfinite(se) else "")
+        row += [_fmt(r.get("peak_memory_mib")), _fmt(r["fd"]), kid, _fmt(r["precision"], 2), _fmt(r["recall"], 2)]
+        row += [_fmt(r.get("net_fd"))] if has_net else []
+        row.append(f"{r['num_samples']} / {r['reference_size']}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(records: list[dict], path: str | Path) -> Path:
+    """Quality (FD, KID, learned-feature FD where present) against latency per batch on a log axis,
+    one curve per model labelled with NFE; baseline rows (real data, noise) as dashed lines."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = [("fd", "FD, hand-crafted features"), ("kid", "KID, hand-crafted features")]
+    if any(r.get("net_fd") is not None for r in records):
+        panels.append(("net_fd", "FD, learned features"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    models = [r for r in records if r["sampler"] != "baseline"]
+    for ax, (key, name) in zip(axes[0], panels):
+        values = [r[key] for r in records if r.get(key) is not None]
+        for label in dict.fromkeys(r["model"] for r in models):
+            rs = sorted((r for r in models if r["model"] == label and r.get(key) is not None),
+                        key=lambda r: r["latency_s"])
+            xs, ys = [r["latency_s"] * 1e3 for r in rs], [r[key] for r in rs]
+            err = None
+            if key == "kid":
+                err = [r["kid_se"] if r.get("kid_se") is not None and math.isfinite(r["kid_se"]) else 0 for r in rs]
+            line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+            for x, y, r in zip(xs, ys, rs):
+                ax.annotate(str(r["nfe"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                            color=line[0].get_color())
+        for i, r in enumerate(r for r in records if r["sampler"] == "baseline" and r.get(key) is not None):
+            ax.axhline(r[key], ls="--", lw=1, color=f"C{7 + i % 3}", label=r["model"])
+        ax.set_xscale("log")
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+        elif values:
+            ax.set_yscale("symlog", linthresh=max(min(abs(v) for v in values if v != 0) if any(values) else 1, 1e-12))
+        ax.set_xlabel("latency per batch, ms (log); point labels: NFE")
+        ax.set_ylabel(name + " (lower is better)")
+    axes[0][0].legend(fontsize=8)
+    if models:
+        fig.suptitle(f"cm-media bench: quality vs latency ({models[0]['modality']}, batch {models[0]['batch']}, "
+                     f"{models[0]['device']})")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(records: list[dict], json_path=None, markdown_path=None, plot_path=None) -> list[Path]:
+    """Write the requested views of the same records; returns the written paths."""
+    written = []
+    if json_path:
+        p = Path(json_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        clean = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records]
+        p.write_text(json.dumps(clean, indent=2, default=str) + "\n")
+        written.append(p)
+    if markdown_path:
+        p = Path(markdown_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(to_markdown(records))
+        written.append(p)
+    if plot_path:
+        written.append(write_plot(records, plot_path))
+    return written
+
+
+def parse_steps(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; a UserError naming --steps otherwise."""
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--steps must be comma-separated integers, got {text!r}") from None
+    if not steps or any(s < 1 for s in steps):
+        raise UserError(f"--steps must list integers >= 1, got {text!r}")
+    return steps
+
+
+def main(args) -> int:
+    """`cm-media bench` after argument parsing: run, print the table, write the requested files."""
+    opts = BenchOptions(
+        steps=parse_steps(args.steps), teacher_steps=args.teacher_steps, batch=args.batch,
+        num_samples=args.num_samples, repeats=args.repeats, seed=args.seed, device=args.device, bf16=args.bf16,
+        baselines=not args.no_baselines, progress=not args.no_progress,
+    )
+    records = run_bench(args.sources, opts)
+    print(to_markdown(records), end="")
+    for p in write_outputs(records, args.json, args.markdown, args.plot):
+        print(f"wrote {p}")
+    return 0
