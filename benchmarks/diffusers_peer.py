@@ -1,0 +1,160 @@
+"""One-step latency of cm-media vs Hugging Face diffusers' ConsistencyModelPipeline on the same image size and batch.
+
+    pip install "cm-media[bench]"        # diffusers is an optional extra
+    python benchmarks/diffusers_peer.py [SOURCE_OR_CONFIG] [--batch 64] [--repeats 20] [--json out.json]
+
+SOURCE_OR_CONFIG is a cm-media image run/checkpoint, or a YAML config (an untrained network of that shape:
+latency does not depend on the weights); default configs/image/digits_ict.yaml. The peer is a UNet2DModel
+with DownBlock2D/UpBlock2D levels and an attention mid block, its width chosen to match cm-media's parameter
+count. Four timings alternate in every round (so machine load hits all alike): each library's one-step sample
+to [0, 1] pixels and its bare network forward. Medians and their ratios come from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cm_media_generator(source: str, device: str):
+    """A cm-media Generator from a run/checkpoint, or from a YAML config with fresh weights."""
+    from cm_media.config import load_config
+    from cm_media.generator import Generator, load
+    from cm_media.model import build_model, resolve_device
+
+    if source.endswith((".yaml", ".yml")):
+        cfg = load_config(source, [])
+        modality, codec, model = build_model(cfg)
+        dev = resolve_device(device)
+        return Generator(cfg, model.to(dev).eval(), codec, modality, dev, Path(source))
+    return load(source, device=device)
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def peer_unet(size: int, channels: int, levels: int, target_params: int):
+    """The diffusers UNet2DModel (plain conv levels, attention mid block) whose parameter count is closest."""
+    from diffusers import UNet2DModel
+
+    def make(width: int):
+        return UNet2DModel(
+            sample_size=size, in_channels=channels, out_channels=channels,
+            block_out_channels=tuple(width * min(2, 1 + i) for i in range(levels)),
+            down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+            layers_per_block=2, norm_num_groups=8, attention_head_dim=8,
+        )
+
+    best = min(range(8, 257, 8), key=lambda w: abs(math.log(count(make(w)) / target_params)))
+    return make(best)
+
+
+def median_times(fns, repeats: int, warmup: int, sync) -> list[float]:
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", nargs="?", default=str(ROOT / "configs" / "image" / "digits_ict.yaml"))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    try:
+        from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline
+    except ImportError:
+        print("error: diffusers is not installed; install the optional extra: pip install 'cm-media[bench]'",
+              file=sys.stderr)
+        return 2
+
+    gen = cm_media_generator(args.source, args.device)
+    if gen.cfg.modality != "image":
+        print(f"error: the diffusers peer is an image pipeline; {args.source} is a {gen.cfg.modality} model",
+              file=sys.stderr)
+        return 2
+    dev = gen.device
+    c, size = gen.codec.channels, gen.cfg.codec.size
+    levels = len(getattr(gen.model.backbone.cfg, "channel_mult", [1, 2]))
+    ours = count(gen.model.backbone)
+    unet = peer_unet(size, c, levels, ours).to(dev).eval()
+    scheduler = CMStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=gen.cfg.method.sigma_min,
+                                               sigma_max=gen.cfg.method.sigma_max, sigma_data=gen.cfg.method.sigma_data)
+    pipe = ConsistencyModelPipeline(unet=unet, scheduler=scheduler).to(dev)
+    pipe.set_progress_bar_config(disable=True)
+
+    b = args.batch
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((b, c, size, size), generator=g).to(dev)  # [B, C, H, W]
+    c_noise = torch.full((b,), math.log(gen.cfg.method.sigma_max) / 4, device=dev)
+    t_peer = torch.as_tensor(scheduler.sigma_to_t(torch.tensor([gen.cfg.method.sigma_max])), dtype=torch.float32)
+    t_peer = t_peer.to(dev).reshape(-1)[:1].expand(b)
+    peer_gen = torch.Generator(dev).manual_seed(0)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+
+    @torch.no_grad()
+    def cm_sample():  # one step to pixels in [0, 1]
+        return gen.codec.decode(gen.sample(noise, 1, g, False))
+
+    @torch.no_grad()
+    def cm_forward():
+        return gen.model.backbone(noise, c_noise)
+
+    @torch.no_grad()
+    def peer_sample():
+        # the pipeline draws its own noise (its latents check assumes 3 channels); randn is cheap
+        return pipe(batch_size=b, num_inference_steps=1, generator=peer_gen, output_type="pt").images
+
+    @torch.no_grad()
+    def peer_forward():
+        return unet(noise, t_peer).sample
+
+    cm_s, cm_f, pe_s, pe_f = median_times([cm_sample, cm_forward, peer_sample, peer_forward],
+                                          args.repeats, args.warmup, sync)
+    result = {
+        "device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+        "batch": b, "image": [c, size, size], "repeats": args.repeats,
+        "cm_media_params": ours, "diffusers_params": count(unet),
+        "cm_media_onestep_s": cm_s, "cm_media_forward_s": cm_f,
+        "diffusers_onestep_s": pe_s, "diffusers_forward_s": pe_f,
+        "cm_media_onestep_over_forward": cm_s / cm_f, "diffusers_onestep_over_forward": pe_s / pe_f,
+        "diffusers_over_cm_media_onestep": pe_s / cm_s, "diffusers_over_cm_media_forward": pe_f / cm_f,
+    }
+    print(f"batch {b} of {c}x{size}x{size} on {dev} ({result['threads']} threads), median of {args.repeats}")
+    print("| library | params | one-step ms | forward ms | one-step / forward |\n|---|---|---|---|---|")
+    print(f"| cm-media | {ours} | {cm_s * 1e3:.2f} | {cm_f * 1e3:.2f} | {cm_s / cm_f:.3f} |")
+    print(f"| diffusers | {count(unet)} | {pe_s * 1e3:.2f} | {pe_f * 1e3:.2f} | {pe_s / pe_f:.3f} |")
+    print(f"diffusers / cm-media: one-step x{pe_s / cm_s:.2f}, forward x{pe_f / cm_f:.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
