@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    g.add_argument("--interpolate", action="store_true",
+                   help="the -n samples walk the slerp path from the noise of --seed to that of --seed + 1")
     dests = _modality_options(g)
 
     b = sub.add_parser("bench", help="speed vs quality: latency, throughput, memory, FD/KID/precision/recall")
@@ -69,6 +72,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     b.add_argument("--plot", default=None, help="write the quality-vs-latency plot (PNG) here")
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    e = sub.add_parser("edit", help="zero-shot editing: regenerate a masked region of a file, keep the rest")
+    e.add_argument("source", help="run directory, checkpoint file, or bundled model name")
+    e.add_argument("--input", required=True, help="the media file to edit")
+    e.add_argument("--mask", required=True,
+                   help="region to regenerate: image box:x0,y0,x1,y1 or left/right/top/bottom/center; "
+                        "audio a time range START:END in seconds; video frame indices like 3,4,5 or 3-5")
+    e.add_argument("--steps", type=int, default=None, help="network evaluations (default: max(2, sample.steps))")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="output file")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
     sub.add_parser("info", help="versions, devices, attention backend and modalities")
     return p, dests
 
@@ -81,6 +95,8 @@ def cmd_train(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     t0 = time.perf_counter()
     last = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports and writes samples
+        return 0
     print(f"trained {cfg.train.steps} steps in {time.perf_counter() - t0:.1f} s; checkpoint: {last}")
     gen = _load(out)
     for steps in (1, 2):
@@ -101,7 +117,10 @@ def cmd_generate(args, dests) -> int:
     options = {d: getattr(args, d) for d in dests if getattr(args, d) is not None}
     n = args.n or 16
     t0 = time.perf_counter()
-    media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16, **options)
+    if args.interpolate:
+        media = gen.interpolate(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, **options)
+    else:
+        media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16, **options)
     elapsed = time.perf_counter() - t0
     suffix = gen.modality.default_suffix
     out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{suffix}"
@@ -109,6 +128,27 @@ def cmd_generate(args, dests) -> int:
     steps = args.steps or gen.cfg.sample.steps
     print(f"generated {n} sample(s) with {steps} step(s) in {elapsed:.2f} s -> {paths[0]}"
           + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
+    return 0
+
+
+def cmd_edit(args) -> int:
+    gen = _load(args.source, args.device)
+    path = Path(args.input)
+    if not path.is_file():
+        raise UserError(f"input file not found: {path}")
+    try:
+        media = gen.modality.read(path, gen.cfg, gen.codec)  # [1, ...]
+    except NotImplementedError as exc:
+        raise UserError(str(exc)) from None
+    shape = tuple(gen.codec.encode(media).shape)
+    mask = gen.modality.edit_mask(args.mask, shape, gen.cfg)
+    t0 = time.perf_counter()
+    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed)
+    elapsed = time.perf_counter() - t0
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
+    paths = gen.save(edited, out)
+    share = mask.float().mean().item()
+    print(f"regenerated {share:.0%} of {path.name} in {elapsed:.2f} s -> {paths[0]}")
     return 0
 
 
@@ -154,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args, dests)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "edit":
+            return cmd_edit(args)
         if args.command == "info":
             return cmd_info()
         parser.print_help()

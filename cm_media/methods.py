@@ -20,6 +20,9 @@ class Method:
 
     kind = "consistency"
     name = ""
+    # data-parallel shard: every rank draws the global batch's randomness and keeps its own slice,
+    # so N processes reproduce one process with the same global batch
+    rank, world = 0, 1
 
     def __init__(self, cfg: MethodConfig, model: nn.Module, total_steps: int, run_cfg=None, device=None):
         self.cfg = cfg
@@ -39,17 +42,27 @@ class Method:
         """Extra networks to checkpoint for an exact resume."""
         return {}
 
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a tensor drawn for the global batch."""
+        b = t.shape[0] // self.world
+        return t[self.rank * b: (self.rank + 1) * b]
+
+    def _global(self, batch: int) -> int:
+        return batch * self.world
+
     def _noise(self, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(x0.shape, generator=gen).to(x0.device)
+        z = torch.randn((self._global(x0.shape[0]), *x0.shape[1:]), generator=gen)
+        return self._local(z).to(x0.device)
 
     def _adjacent_sigmas(self, n: int, batch: int, gen, lognormal: bool, device):
         """Pairs (sigma_hi, sigma_lo) of neighbours on an ascending Karras grid of n points."""
         c = self.cfg
         grid = schedules.karras_sigmas(n, c.sigma_min, c.sigma_max, c.rho).flip(0)  # ascending
         if lognormal:
-            idx = schedules.sample_lognormal_indices(grid, batch, c.p_mean, c.p_std, generator=gen)
+            idx = schedules.sample_lognormal_indices(grid, self._global(batch), c.p_mean, c.p_std, generator=gen)
         else:
-            idx = torch.randint(0, n - 1, (batch,), generator=gen)
+            idx = torch.randint(0, n - 1, (self._global(batch),), generator=gen)
+        idx = self._local(idx)
         return grid[idx + 1].float().to(device), grid[idx].float().to(device)
 
 
@@ -103,7 +116,7 @@ class EDM(Method):
 
     def loss(self, model, x0, step, gen):
         c = self.cfg
-        sigma = schedules.edm_sample_sigmas(x0.shape[0], c.edm_p_mean, c.edm_p_std, generator=gen)
+        sigma = self._local(schedules.edm_sample_sigmas(self._global(x0.shape[0]), c.edm_p_mean, c.edm_p_std, generator=gen))
         return losses.edm_loss(model, x0, self._noise(x0, gen), sigma.float().to(x0.device), c.sigma_data)
 
 
@@ -162,7 +175,8 @@ class ECT(_FromTeacher):
 
     def loss(self, model, x0, step, gen):
         c = self.cfg
-        t = torch.exp(c.p_mean + c.p_std * torch.randn(x0.shape[0], generator=gen)).clamp(c.sigma_min * 1.5, c.sigma_max)
+        t = torch.exp(c.p_mean + c.p_std * self._local(torch.randn(self._global(x0.shape[0]), generator=gen)))
+        t = t.clamp(c.sigma_min * 1.5, c.sigma_max)
         r = schedules.ect_r(t, self.stage(step), c.ect_q, c.ect_k, c.ect_b)
         r_eff = torch.where(r < c.sigma_min, torch.zeros_like(r), r)
         weight = 1 / (t - r_eff) if c.weighting == "gap" else edm_loss_weight(t, c.sigma_data)

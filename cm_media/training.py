@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import RunConfig, dump_config
 from .errors import UserError
 from .methods import build_method
@@ -113,21 +114,29 @@ def save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_st
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train `cfg` into `run_dir`; returns the last checkpoint's path."""
+    """Train `cfg` into `run_dir`; returns the last checkpoint's path. Under torchrun: data parallel, same result."""
     run_dir = Path(run_dir)
     existing = ckpt.latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
     tc = cfg.train
-    torch.manual_seed(tc.seed)
-    gen = torch.Generator().manual_seed(tc.seed)
     device = resolve_device(tc.device)
+    dd = distributed.init_from_env(device.type)
+    if dd.enabled and device.type == "cuda":
+        device = torch.device("cuda", dd.local_rank)
+        torch.cuda.set_device(device)
+    if tc.batch_size % dd.world:
+        raise UserError(f"train.batch_size {tc.batch_size} is not divisible by the {dd.world} processes")
+    local_batch = tc.batch_size // dd.world
+    torch.manual_seed(tc.seed + dd.rank)  # dropout differs per rank; data and noise come from `gen`
+    gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank: global batch indices and noise
     modality, codec, model = build_model(cfg)
     dataset = modality.build_dataset(cfg, codec, "train")
     if len(dataset) == 0:
         raise UserError("the training dataset is empty")
     model.to(device).train()
     method = build_method(cfg.method, model, tc.steps, cfg, device)  # CD / ECT may load teacher weights
+    method.rank, method.world = dd.rank, dd.world
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     for module in method.state_modules().values():
         module.to(device)
@@ -142,28 +151,46 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         ckpt.load_optimizer(opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
         _restore_rng(tensors, gen)
         start, bad_steps = meta["step"], meta["bad_steps"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    if dd.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     last = existing
     if start >= tc.steps:
         return last
+    net = model
+    if dd.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    metrics = open(run_dir / "metrics.jsonl", "a")
-    bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    metrics = open(run_dir / "metrics.jsonl", "a") if dd.main else None
+    bar = tqdm(total=tc.steps, initial=start, disable=not (progress and dd.main), desc="train", dynamic_ncols=True)
     t0, window = time.perf_counter(), []
     step, grad_norm = start, math.nan
+
+    def checkpoint():  # rank 0 writes; the others wait so nobody runs ahead of a half-written state
+        if dd.main:
+            save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, tc.keep_checkpoints)
+        distributed.barrier(dd)
+        return ckpt.checkpoint_path(run_dir, step)
+
     try:
         with _Stop() as stop:
             while step < tc.steps:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, tc)
                 idx = torch.randint(0, len(dataset), (tc.batch_size,), generator=gen)
+                idx = idx[dd.rank * local_batch: (dd.rank + 1) * local_batch]  # this rank's shard of the global batch
                 x0 = get_batch(dataset, idx).to(device, non_blocking=True)  # [B, C, *axes]
                 with autocast:
-                    per_sample = method.loss(model, x0, step, gen)  # [B]
+                    per_sample = method.loss(net, x0, step, gen)  # [B]
                 loss = per_sample.float().mean()
                 opt.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
+                # one reduction carries the global loss (for the NaN guard and logs) and any stop request
+                shared = torch.stack([loss.detach().float(), torch.tensor(float(stop.requested), device=loss.device)])
+                if dd.enabled:
+                    shared = torch.stack([distributed.all_reduce_(shared[:1].clone(), "sum", dd)[0] / dd.world,
+                                          distributed.all_reduce_(shared[1:].clone(), "max", dd)[0]])
+                global_loss, stop.requested = shared[0].item(), bool(shared[1].item())
+                if not math.isfinite(global_loss):
                     bad_steps += 1
                     if bad_steps > tc.max_bad_steps:
                         raise TrainingError(
@@ -175,10 +202,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                     opt.step()
                     update_ema(ema, model, ema_warmup_decay(tc.ema_decay, step))
                     method.after_step(model, step)
-                    window.append(loss.item())
+                    window.append(global_loss)
                 step += 1
                 bar.update(1)
-                if step % tc.log_every == 0 or step == tc.steps:
+                if metrics is not None and (step % tc.log_every == 0 or step == tc.steps):
                     rec = {
                         "step": step,
                         "loss": sum(window) / max(len(window), 1),
@@ -193,11 +220,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", N=rec["num_steps"])
                     window = []
                 if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
-                    last = save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, tc.keep_checkpoints)
+                    last = checkpoint()
                 if stop.requested:
                     bar.write(f"stopped at step {step}; checkpoint {last} (continue with --resume)")
                     break
     finally:
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     return last

@@ -114,3 +114,23 @@ def test_python_api(digits_config, tmp_path, tiny_overrides):
     assert not gen.generate(3, steps=1, seed=1).equal(imgs)
     with pytest.raises(cm_media.UserError):
         gen.generate(0)
+
+
+def test_edit_and_interpolate_cli(capsys, digits_config, tmp_path, tiny_overrides):
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert main(["train", digits_config, "--out", str(run), "--no-progress",
+                 *tiny_overrides(2, **{"backbone.preset": "tiny"})]) == 0
+    src = tmp_path / "digit.png"
+    Image.fromarray((np.random.rand(8, 8) * 255).astype(np.uint8)).save(src)
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "edit", str(run), "--input", str(src), "--mask", "right", "--out", str(tmp_path / "e.png"))
+    assert code == 0, err
+    assert "regenerated 50%" in out and (tmp_path / "e.png").is_file()
+    code, _, err = run_cli(capsys, "edit", str(run), "--input", str(src), "--mask", "diagonal")
+    assert_user_error(code, err, "diagonal")
+    code, _, err = run_cli(capsys, "edit", str(run), "--input", str(tmp_path / "none.png"), "--mask", "left")
+    assert_user_error(code, err, "none.png")
+    code, out, err = run_cli(capsys, "generate", str(run), "-n", "6", "--interpolate", "--out", str(tmp_path / "i.png"))
+    assert code == 0, err

@@ -1,0 +1,55 @@
+"""Data-parallel helpers for torchrun: process-group setup from the environment, rank-0 checks, reductions.
+
+`torchrun --nproc_per_node N -m cm_media.cli train CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK; without
+them everything here is a no-op for a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_from_env(device_type: str) -> Dist:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_(t: torch.Tensor, op: str = "sum", d: Dist | None = None) -> torch.Tensor:
+    """In-place all-reduce (sum or max) when distributed; returns t."""
+    if d is not None and d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
