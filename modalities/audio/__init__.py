@@ -1,0 +1,66 @@
+"""Audio modality: waveform, compressed-STFT or log-mel model tensors, built-in `tones`, wav/flac output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cm_media.errors import UserError
+from cm_media.modality import Modality
+
+from .codec import peak_limit, save_clips
+from .datasets import AudioDataConfig, build_dataset
+from .presets import PRESETS
+from .representations import AudioCodecConfig, build_codec
+
+
+class AudioModality(Modality):
+    name = "audio"
+    DataConfig = AudioDataConfig
+    CodecConfig = AudioCodecConfig
+    backbone_presets = PRESETS
+    default_suffix = ".wav"
+    generate_options = [
+        ("--seconds", {"type": float, "help": "audio/video: clip length in seconds (default: the training length)"}),
+        ("--audio-format", {"choices": ["pcm16", "pcm24", "float"],
+                            "help": "audio: sample format of the written files (default pcm16; float is wav only)"}),
+        ("--peak", {"type": float, "help": "audio: scale each clip to this peak level, e.g. 0.9 "
+                                           "(default: only scale down clips that would clip)"}),
+    ]
+
+    def build_codec(self, cfg):
+        return build_codec(cfg.codec)
+
+    def build_dataset(self, cfg, codec, split="train"):
+        return build_dataset(cfg, codec, split)
+
+    def num_samples(self, cfg, seconds: float | None = None) -> int:
+        """Waveform samples of a clip of `seconds` (default: the training crop length)."""
+        seconds = cfg.data.seconds if seconds is None else float(seconds)
+        if not seconds > 0:
+            raise UserError(f"--seconds must be > 0, got {seconds}")
+        return max(1, round(seconds * cfg.codec.sample_rate))
+
+    def sample_shape(self, cfg, codec, seconds=None, **options):
+        frames = codec.frames(self.num_samples(cfg, seconds))
+        if cfg.codec.representation == "waveform":
+            return (codec.channels, frames)
+        bins = codec.bins if cfg.codec.representation == "stft" else cfg.codec.n_mels
+        return (codec.channels, bins, frames)
+
+    def save(self, media, path, cfg, seconds=None, audio_format=None, peak=None, **options):
+        """Write [B, C, T] waveforms as wav/flac (by suffix; a folder when there is none), cut to --seconds."""
+        path = Path(path)
+        if path.suffix.lower() not in ("", ".wav", ".flac"):
+            raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
+        if peak is not None:
+            if not 0 < peak <= 1:
+                raise UserError(f"--peak must be in (0, 1], got {peak}")
+            media = media / media.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-9) * peak
+        media = peak_limit(media)
+        return save_clips(media, path, cfg.codec.sample_rate, audio_format or "pcm16", self.num_samples(cfg, seconds))
+
+    def pretrained_dir(self):
+        return Path(__file__).parent / "pretrained"
+
+
+MODALITY = AudioModality()
