@@ -97,6 +97,10 @@ def cmd_train(args) -> int:
     last = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports and writes samples
         return 0
+    done = last is not None and int(last.stem.split("_")[-1]) >= cfg.train.steps
+    if not done:
+        print(f"stopped before step {cfg.train.steps}; last checkpoint: {last}. Continue with the same command and --resume")
+        return 130
     print(f"trained {cfg.train.steps} steps in {time.perf_counter() - t0:.1f} s; checkpoint: {last}")
     gen = _load(out)
     for steps in (1, 2):

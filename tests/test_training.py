@@ -103,8 +103,17 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path, digits_config):
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode == 130
+    assert b"--resume" in proc.stdout.read()
     found = ckpt.step_checkpoints(out)
     assert len(found) == 1 and found[0][0] > 0
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     _, meta = ckpt.load_checkpoint(found[0][1])
     assert meta["step"] == found[0][0]
+    # resume (extending the run to two more steps) finishes and writes samples
+    target = found[0][0] + 2
+    cmd = [c if c != "train.steps=100000" else f"train.steps={target}" for c in cmd] + ["--resume"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ckpt.step_checkpoints(out)[-1][0] == target
+    assert (out / "samples" / "samples_1step.png").is_file()
