@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .solvers import euler_step, heun_step
+
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -45,29 +47,29 @@ def default_step_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float =
     return karras_sigmas(steps + 1, sigma_min, sigma_max, rho)[:-1].tolist()
 
 
+def _float64(denoiser: Fn) -> Fn:
+    """Run a float32 denoiser inside a float64 ODE integration."""
+    return lambda x, s: denoiser(x.float(), s.float()).double()
+
+
 @torch.no_grad()
 def edm_euler(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Euler on dx/dsigma = (x - D(x, sigma)) / sigma over a descending grid; the last step lands on D at sigma_min."""
-    sigmas = sigmas.to(torch.float64).tolist()
-    x = noise.double() * sigmas[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - denoiser(x.float(), _sig(x, s)).double()) / s
-        x = x + (s_next - s) * d
+    """Euler integration of the probability-flow ODE over a descending grid ending at 0 (N evaluations)."""
+    d64, grid = _float64(denoiser), sigmas.to(torch.float64)
+    x = noise.double() * grid[0]
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        x = euler_step(d64, x, s.expand(x.shape[0]), s_next.expand(x.shape[0]))
     return x.float()
 
 
 @torch.no_grad()
 def edm_heun(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """EDM algorithm 1 (deterministic Heun): 2N - 1 evaluations over `edm_sigmas(N)`, which ends at 0."""
-    sigmas = sigmas.to(torch.float64).tolist()
-    x = noise.double() * sigmas[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - denoiser(x.float(), _sig(x, s)).double()) / s
-        x_next = x + (s_next - s) * d
-        if s_next > 0:  # second-order correction on every step except the last one to sigma = 0
-            d_next = (x_next - denoiser(x_next.float(), _sig(x, s_next)).double()) / s_next
-            x_next = x + (s_next - s) * 0.5 * (d + d_next)
-        x = x_next
+    """EDM algorithm 1 (deterministic Heun): 2N - 1 evaluations over `edm_sigmas(N)`; the step to 0 is Euler."""
+    d64, grid = _float64(denoiser), sigmas.to(torch.float64)
+    x = noise.double() * grid[0]
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        step = heun_step if s_next > 0 else euler_step
+        x = step(d64, x, s.expand(x.shape[0]), s_next.expand(x.shape[0]))
     return x.float()
 
 
