@@ -182,12 +182,14 @@ def _decode(gen, x: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _features(gen, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(hand-crafted [N, D], learned [N, D'] or None) features of decoded media."""
     m, cfg = gen.modality, gen.cfg
     try:
         hand = m.features(media, cfg)
     except NotImplementedError:
         raise UserError(f"modality {m.name!r} has no metric features (modalities/{m.name}/features.py)") from None
-    return hand.float().cpu(), (lambda n: None if n is None else n.float().cpu())(m.learned_features(media, cfg))
+    net = m.learned_features(media, cfg)
+    return hand.float().cpu(), None if net is None else net.float().cpu()
 
 
 def data_items(gen, split: str, limit: int, seed: int) -> torch.Tensor:

@@ -128,3 +128,19 @@ def test_kid_se_nan_prints_without_error():
     recs = [{"model": "m", "sampler": "baseline", "nfe": 0, "fd": 1.0, "kid": 0.1, "kid_se": math.nan,
              "precision": 1.0, "recall": 1.0, "num_samples": 4, "reference_size": 4}]
     assert "| m | baseline | 0 |" in bench.to_markdown(recs)
+
+
+def test_modality_features_dispatch_to_the_package_module():
+    from cm_media.modality import Modality
+    from cm_media.registry import get_modality
+    from modalities.image.features import features as image_features
+
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(get_modality("image").features(x, None), image_features(x))
+
+    class Bare(Modality):
+        name = "bare"
+
+    with pytest.raises(NotImplementedError, match="bare"):
+        Bare().features(x, None)
+    assert Bare().learned_features(x, None) is None
