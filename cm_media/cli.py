@@ -189,6 +189,9 @@ def cmd_info() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    import logging  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one-line notices: backend choice, skipped files
     try:
         parser, dests = build_parser()
         args = parser.parse_args(argv)
