@@ -61,11 +61,12 @@ def _trajectory(rng: np.random.Generator, frames: int, room: tuple[int, int], sp
     for t in range(frames):
         out[t] = pos
         pos = pos + vel
-        for a in range(2):  # reflect at 0 and at room[a]
+        for a in range(2):  # reflect at 0 and at room[a] (clipped, for rooms narrower than a step)
             if pos[a] < 0:
                 pos[a], vel[a] = -pos[a], -vel[a]
             elif pos[a] > room[a]:
                 pos[a], vel[a] = 2 * room[a] - pos[a], -vel[a]
+        pos = np.clip(pos, 0, room)
     return np.rint(out).astype(np.int64)
 
 

@@ -1,0 +1,74 @@
+"""End to end through the CLI: a tiny video training run, then `generate --frames --fps` to mp4, gif and png."""
+
+from pathlib import Path
+
+import av
+import pytest
+
+from cm_media.cli import main
+from cm_media.config import load_config
+from cm_media.registry import get_modality
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "video" / "moving_digits_ict.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("video") / "run"
+    sets = {"train.steps": 3, "train.batch_size": 2, "train.bf16": "false", "train.samples": 2,
+            "train.log_every": 1, "train.warmup_steps": 1, "backbone.preset": "tiny", "data.clips": 12,
+            "codec.frames": 6, "codec.size": 16, "sample.bf16": "false"}
+    argv = ["train", str(CONFIG), "--out", str(run), "--no-progress"]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    assert main(argv) == 0
+    return run
+
+
+def read_back(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [f.to_ndarray(format="gray") for f in c.decode(s)]
+        return len(frames), float(s.average_rate), s.codec_context.name, s.codec_context.pix_fmt, frames[0].shape
+
+
+def test_train_writes_sample_videos(tiny_run):
+    assert (tiny_run / "samples" / "samples_1step.mp4").is_file()
+    assert (tiny_run / "samples" / "samples_1step_frames.png").is_file()
+    n, fps, name, pix_fmt, _ = read_back(tiny_run / "samples" / "samples_1step.mp4")
+    assert (n, fps, name, pix_fmt) == (6, 8.0, "h264", "yuv420p")
+
+
+def test_generate_mp4_with_requested_frames_and_fps(tiny_run, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main(["generate", str(tiny_run), "-n", "1", "--steps", "1", "--frames", "9", "--fps", "12",
+                 "--scale", "1", "--out", str(out)]) == 0
+    assert read_back(out) == (9, 12.0, "h264", "yuv420p", (16, 16))
+    assert (tmp_path / "clip_frames.png").is_file()
+    assert "clip.mp4" in capsys.readouterr().out
+
+
+def test_generate_grid_separate_and_formats(tiny_run, tmp_path):
+    assert main(["generate", str(tiny_run), "-n", "3", "--steps", "2", "--out", str(tmp_path / "grid.gif")]) == 0
+    n, fps, name, _, shape = read_back(tmp_path / "grid.gif")
+    assert (n, name) == (6, "gif") and fps == pytest.approx(8, abs=0.5)  # gif stores delays in 1/100 s
+    assert shape[1] > 2 * 16  # three clips side by side, upscaled
+    assert main(["generate", str(tiny_run), "-n", "2", "--seconds", "0.5", "--separate",
+                 "--out", str(tmp_path / "many.webm")]) == 0
+    assert [read_back(tmp_path / "many" / f"000{i}.webm")[:3] for i in range(2)] == [(4, 8.0, "vp9")] * 2
+
+
+def test_generate_errors(tiny_run, tmp_path, capsys):
+    assert main(["generate", str(tiny_run), "--frames", "0", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--frames" in capsys.readouterr().err
+    assert main(["generate", str(tiny_run), "--out", str(tmp_path / "x.avi")]) == 2
+    assert "x.avi" in capsys.readouterr().err
+
+
+def test_sample_shape_honours_frames_and_seconds():
+    cfg = load_config(CONFIG)
+    m = get_modality("video")
+    codec = m.build_codec(cfg)
+    assert m.sample_shape(cfg, codec) == (1, 16, 32, 32)
+    assert m.sample_shape(cfg, codec, frames=5) == (1, 5, 32, 32)
+    assert m.sample_shape(cfg, codec, seconds=1.5, fps=4) == (1, 6, 32, 32)
