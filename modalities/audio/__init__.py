@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from cm_media.errors import UserError
 from cm_media.modality import Modality
@@ -19,7 +20,7 @@ class AudioModality(Modality):
     CodecConfig = AudioCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".wav"
-    generate_options = [
+    generate_options: ClassVar[list] = [
         ("--seconds", {"type": float, "help": "audio/video: clip length in seconds (default: the training length)"}),
         ("--audio-format", {"choices": ["pcm16", "pcm24", "float"],
                             "help": "audio: sample format of the written files (default pcm16; float is wav only)"}),
@@ -48,7 +49,7 @@ class AudioModality(Modality):
         return (codec.channels, bins, frames)
 
     def save(self, media, path, cfg, seconds=None, audio_format=None, peak=None, **options):
-        """Write [B, C, T] waveforms as wav/flac (by suffix; a folder when there is none), cut to --seconds."""
+        """Write [B, C, T] waveforms as wav/flac (by suffix; a folder when there is none), cut to --seconds if given."""
         path = Path(path)
         if path.suffix.lower() not in ("", ".wav", ".flac"):
             raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
@@ -57,7 +58,8 @@ class AudioModality(Modality):
                 raise UserError(f"--peak must be in (0, 1], got {peak}")
             media = media / media.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-9) * peak
         media = peak_limit(media)
-        return save_clips(media, path, cfg.codec.sample_rate, audio_format or "pcm16", self.num_samples(cfg, seconds))
+        length = None if seconds is None else self.num_samples(cfg, seconds)  # STFT/mel decode to whole hops
+        return save_clips(media, path, cfg.codec.sample_rate, audio_format or "pcm16", length)
 
     def pretrained_dir(self):
         return Path(__file__).parent / "pretrained"

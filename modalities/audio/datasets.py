@@ -104,7 +104,7 @@ def split(n: int, holdout: float, part: str) -> slice:
         raise ValueError(f"split part must be 'train' or 'eval', got {part!r}")
     if n == 1:  # one item serves both parts
         return slice(0, 1)
-    cut = min(max(n - int(round(n * holdout)), 1), n - 1) if holdout > 0 else n
+    cut = min(max(n - round(n * holdout), 1), n - 1) if holdout > 0 else n
     return slice(0, cut) if part == "train" else slice(cut, n)
 
 
@@ -145,7 +145,7 @@ class FolderDataset:
         info = self.infos[file_idx]
         src_len = math.ceil(self.seconds * info.sample_rate)
         if self.crop == "random":
-            start = int(torch.randint(0, max(1, info.frames - src_len + 1), ()))
+            start = torch.randint(0, max(1, info.frames - src_len + 1), ()).item()
         wav, rate = read_window(info.path, start, src_len)  # [C_in, n]
         wav = resample(fit_channels(wav, self.ccfg.channels), rate, self.ccfg.sample_rate)
         wav = fit_length(wav, self.length)

@@ -8,8 +8,16 @@ import soundfile as sf
 import torch
 
 from cm_media.errors import UserError
-from modalities.audio.codec import (audio_info, fit_channels, normalize, peak_limit, read_window, resample,
-                                    save_clips, write_audio)
+from modalities.audio.codec import (
+    audio_info,
+    fit_channels,
+    normalize,
+    peak_limit,
+    read_window,
+    resample,
+    save_clips,
+    write_audio,
+)
 
 
 def sine(freq, rate, seconds, amp=0.5):
