@@ -32,7 +32,7 @@ class AudioCodecConfig:
     compress: float = 0.5  # stft: the exponent a in |X|^a e^{i phase}
     spec_scale: float = 0.3  # stft: model tensor = scale * |X|^a e^{i phase}
     drop_nyquist: bool = True  # stft: drop the Nyquist bin so F = n_fft/2 divides the UNet strides
-    n_mels: int = 64  # mel bands
+    n_mels: int = 40  # mel bands (more than ~n_fft/6 leaves the lowest filters empty)
     mel_floor: float = 1e-5  # mel: log(max(mel, floor))
     griffin_lim_iters: int = 32  # mel decoding
 

@@ -75,7 +75,7 @@ def test_mel_codec_runs_and_keeps_shapes():
     assert (c.encode(back[..., :8000]) - x).abs().mean() < 0.15
 
 
-@pytest.mark.parametrize("rep,shape", [("waveform", (2, 20000)), ("stft", (4, 128, 158)), ("mel", (2, 64, 158))])
+@pytest.mark.parametrize("rep,shape", [("waveform", (2, 20000)), ("stft", (4, 128, 158)), ("mel", (2, 40, 158))])
 def test_sample_shape_follows_seconds(rep, shape):
     cfg = config_from_dict({"modality": "audio", "codec": {"representation": rep, "channels": 2, "sample_rate": 16000},
                             "backbone": {"preset": "tiny"}})
