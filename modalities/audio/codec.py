@@ -131,7 +131,7 @@ def write_audio(wav: torch.Tensor, path: Path, sample_rate: int, fmt: str = "pcm
         raise UserError(f"audio output must end in .wav or .flac, got {path.name}")
     subtype = WRITE_SUBTYPES.get((suffix, fmt))
     if subtype is None:
-        raise UserError(f"--format {fmt} is not available for {suffix} (wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
+        raise UserError(f"--audio-format {fmt} is not available for {suffix} (wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
     # PCM full scale is 1 - 2^-15 on the positive side: stay just under it so nothing wraps or clips
     data = peak_limit(wav.detach().float().cpu(), 1.0 - 2.0**-15).numpy().T  # [T, C]
     path.parent.mkdir(parents=True, exist_ok=True)
