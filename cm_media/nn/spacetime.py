@@ -38,6 +38,7 @@ class SpaceTimeUNetConfig:
     max_frames: int = 128  # length of the learned frame-position table of temporal attention (longer clips repeat it)
     dropout: float = 0.0
     down_stride: int | list = field(default_factory=lambda: [1, 2, 2])
+    patch_size: int = 1  # fold p x p pixel patches into channels first (pixel unshuffle): p^2 fewer positions
     attention_backend: str = "sdpa"
 
 
@@ -139,12 +140,15 @@ class SpaceTimeUNet(nn.Module):
             raise ValueError(f"down_stride has {len(stride)} entries for 3 data axes (time, height, width)")
         if cfg.temporal_kernel < 1 or cfg.temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and >= 1, got {cfg.temporal_kernel}")
+        if cfg.patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {cfg.patch_size}")
         levels = len(cfg.channel_mult)
-        self.total_stride = [s ** (levels - 1) for s in stride]
+        p = self.patch = cfg.patch_size
+        self.total_stride = [s ** (levels - 1) * f for s, f in zip(stride, (1, p, p))]
         ch = cfg.channels
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(ch, emb_dim)
-        self.inp = conv_nd(3, cfg.in_channels, ch, (1, 3, 3), padding=(0, 1, 1))
+        self.inp = conv_nd(3, cfg.in_channels * p * p, ch, (1, 3, 3), padding=(0, 1, 1))
 
         def block(i, o, level):
             return SpaceTimeBlock(i, o, emb_dim, cfg, level in cfg.temporal_attn_levels, level in cfg.spatial_attn_levels)
@@ -173,7 +177,7 @@ class SpaceTimeUNet(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(norm_groups(cur), cur),
             nn.SiLU(),
-            zero_module(conv_nd(3, cur, cfg.out_channels or cfg.in_channels, (1, 3, 3), padding=(0, 1, 1))),
+            zero_module(conv_nd(3, cur, (cfg.out_channels or cfg.in_channels) * p * p, (1, 3, 3), padding=(0, 1, 1))),
         )
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -182,6 +186,9 @@ class SpaceTimeUNet(nn.Module):
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
         emb = self.embed(c_noise)  # [B, 4*channels]
+        p = self.patch
+        if p > 1:
+            x = rearrange(x, "b c t (h p1) (w p2) -> b (c p1 p2) t h w", p1=p, p2=p)
         h = self.inp(x)
         hs = [h]
         for layer in self.down:
@@ -195,6 +202,8 @@ class SpaceTimeUNet(nn.Module):
             else:
                 h = layer(h)
         out = self.out(h)
+        if p > 1:
+            out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=p, p2=p)
         return out[(slice(None), slice(None), *(slice(0, n) for n in axes))]
 
 

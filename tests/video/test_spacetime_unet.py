@@ -62,3 +62,13 @@ def test_config_errors_are_user_errors():
         build_backbone({"arch": "spacetime_unet", "temporal_kernel": 2}, {}, dims=3, in_channels=1)
     with pytest.raises(UserError, match="backbone.bogus"):
         build_backbone({"arch": "spacetime_unet", "bogus": 1}, {}, dims=3, in_channels=1)
+
+
+def test_patch_size_folds_pixels_and_keeps_odd_shapes():
+    model = build_backbone({"arch": "spacetime_unet", "channels": 8, "channel_mult": [1, 2], "patch_size": 2,
+                            "num_heads": 2}, {}, dims=3, in_channels=1)
+    assert model.total_stride == [1, 4, 4] and model.inp.in_channels == 4
+    x = torch.randn(1, 1, 5, 9, 11)
+    assert randomize(model)(x, torch.zeros(1)).shape == x.shape
+    with pytest.raises(UserError, match="patch_size"):
+        build_backbone({"arch": "spacetime_unet", "patch_size": 0}, {}, dims=3, in_channels=1)
