@@ -80,6 +80,8 @@ class SampleConfig:
     bf16: bool = False
     batch_size: int = 64
     sampler: str = "heun"  # EDM models: heun (2N - 1 evaluations) or euler (N)
+    channels_last: bool = False  # channels-last memory layout for 2D / 3D conv backbones
+    compile: bool = False  # torch.compile the backbone (first call pays the compile time)
 
 
 @dataclass

@@ -137,4 +137,17 @@ def load(source: str | Path = "image", device: str = "auto", weights: str = "ema
         raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
     dev = resolve_device(device)
     model.to(dev).eval()
+    apply_speed_options(model, cfg.sample.channels_last, cfg.sample.compile)
     return Generator(cfg, model, codec, modality, dev, path)
+
+
+def apply_speed_options(model: torch.nn.Module, channels_last: bool, compile: bool) -> None:
+    """channels_last weights (4D/5D convs; inputs follow the weights' layout) and torch.compile of the backbone."""
+    if channels_last:
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.nn.Parameter) and w.ndim in (4, 5):
+                fmt = torch.channels_last if w.ndim == 4 else torch.channels_last_3d
+                w.data = w.data.contiguous(memory_format=fmt)
+    if compile:
+        model.backbone = torch.compile(model.backbone, dynamic=True)

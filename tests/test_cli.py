@@ -1,6 +1,7 @@
 """CLI behaviour: user mistakes end with one `error:` line and exit status 2; a tiny run trains and generates."""
 
 import pytest
+import torch
 from PIL import Image
 
 from cm_media.cli import main
@@ -134,3 +135,20 @@ def test_edit_and_interpolate_cli(capsys, digits_config, tmp_path, tiny_override
     assert_user_error(code, err, "none.png")
     code, out, err = run_cli(capsys, "generate", str(run), "-n", "6", "--interpolate", "--out", str(tmp_path / "i.png"))
     assert code == 0, err
+
+
+def test_channels_last_generation_matches(digits_config, tmp_path, tiny_overrides):
+    import cm_media
+    from cm_media.config import load_config
+    from cm_media.training import train
+
+    cfg = load_config(digits_config, [a for a in tiny_overrides(2, **{"backbone.preset": "tiny"}) if a != "--set"])
+    train(cfg, tmp_path / "r", progress=False)
+    gen = cm_media.load(tmp_path / "r")
+    ref = gen.generate(4, steps=1, seed=3)
+    from cm_media.generator import apply_speed_options
+
+    apply_speed_options(gen.model, channels_last=True, compile=False)
+    conv = next(m for m in gen.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(gen.generate(4, steps=1, seed=3), ref, atol=1e-5)
