@@ -36,7 +36,7 @@ class BenchOptions:
     num_samples: int = 256  # generated samples per configuration for the quality metrics
     max_references: int = 2000  # cap on held-out reference items
     repeats: int = 5  # timed repeats; the median is reported
-    warmup: int = 2
+    warmup: int = 1  # untimed rounds after the first (memory-measuring) call
     seed: int = 0
     device: str = "auto"
     bf16: bool | None = None  # None: the run's sample.bf16
@@ -92,25 +92,24 @@ def _fix_malloc_threshold() -> None:
         pass
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float | None, str]:
-    """(peak extra memory in MiB while fn() runs, how it was measured)."""
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float | None, str, object]:
+    """(peak extra memory in MiB while fn() runs, how it was measured, fn's result)."""
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        fn()
+        out = fn()
         _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated"
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated", out
     base = _proc_status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter
     except OSError:
         base = None
+    out = fn()
     if base is None:
-        fn()
-        return None, "unavailable"
-    fn()
-    return max(_proc_status_kib("VmHWM") - base, 0) / 1024, "rss peak (VmHWM)"
+        return None, "unavailable", out
+    return max(_proc_status_kib("VmHWM") - base, 0) / 1024, "rss peak (VmHWM)", out
 
 
 # ---------------------------------------------------------------- what to measure
@@ -263,11 +262,11 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
             return backbone(noise, c_noise)
 
+    memory_mib, memory_method, x = peak_memory(sample, dev)  # the first call, which also warms up
     latency, backbone_s = median_times([sample, forward], dev, opts.repeats, opts.warmup)
-    memory_mib, memory_method = peak_memory(sample, dev)
-    x = sample()
-    (decode_s,) = median_times([lambda: gen.codec.decode(x.float())], dev, opts.repeats, 1)
-    media = gen.codec.decode(x.float()).cpu()
+    media = gen.codec.decode(x.float())
+    (decode_s,) = median_times([lambda: gen.codec.decode(x.float())], dev, opts.repeats, 0)
+    media = media.cpu()
     per_batch = latency + decode_s
 
     t0 = time.perf_counter()

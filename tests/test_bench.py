@@ -101,7 +101,8 @@ def test_media_rates_for_audio_and_video():
 
 
 def test_peak_memory_sees_a_large_allocation():
-    mib, method = bench.peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
+    mib, method, out = bench.peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
+    assert out == 64 * 2**20 // 4
     if mib is None:
         pytest.skip("no peak-RSS counter on this system")
     assert method.startswith("rss") and mib > 40
