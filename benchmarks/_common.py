@@ -51,9 +51,9 @@ def ensure_run(config: Path, out: Path, overrides: list[str]) -> Path:
 
 def run(modality: str, config_name: str, args: argparse.Namespace) -> list[dict]:
     """Train (full + brief) the shipped config, bench both with any --extra sources, write the three views."""
-    from cm_media import bench
-
     import torch
+
+    from cm_media import bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

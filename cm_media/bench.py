@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -77,7 +77,7 @@ def _proc_status_kib(key: str) -> int | None:
         text = Path("/proc/self/status").read_text()
     except OSError:
         return None
-    m = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.M)
+    m = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
     return int(m.group(1)) if m else None
 
 
@@ -354,10 +354,12 @@ def to_markdown(records: list[dict]) -> str:
     cols += ["peak MiB", "FD", "KID x1e3 (+-se)", "precision", "recall"] + (["net FD"] if has_net else [])
     cols += ["N gen / ref"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    def ms(r: dict, key: str) -> str:
+        return _fmt(r[key] * 1e3) if r.get(key) is not None else "-"
+
     for r in records:
-        ms = (lambda k: _fmt(r[k] * 1e3) if r.get(k) is not None else "-")
-        row = [r["model"], r["sampler"], str(r["nfe"]), ms("latency_s"), _fmt(r.get("samples_per_s")),
-               ms("backbone_forward_s"), _fmt(r.get("latency_per_forward"))]
+        row = [r["model"], r["sampler"], str(r["nfe"]), ms(r, "latency_s"), _fmt(r.get("samples_per_s")),
+               ms(r, "backbone_forward_s"), _fmt(r.get("latency_per_forward"))]
         if rate:
             row.append(_fmt(r.get("real_time_factor" if rate == "RTF" else "frames_per_s")))
         se = r.get("kid_se")

@@ -77,7 +77,7 @@ def test_records_json_has_no_nan(runs, tmp_path):
 
 def test_run_bench_checkpoint_file_label_and_media_rates(runs):
     cm, _ = runs
-    ckpt_file = sorted((cm / "checkpoints").glob("*.safetensors"))[-1]
+    ckpt_file = max((cm / "checkpoints").glob("*.safetensors"))
     opts = bench.BenchOptions(steps=[1], batch=2, num_samples=8, repeats=1, warmup=0, baselines=False,
                               progress=False)
     (rec,) = bench.run_bench([str(ckpt_file)], opts)

@@ -17,7 +17,7 @@ CHANGE_LEVELS = (0.05, 0.1, 0.25, 0.5)  # shares of pixels whose change exceeds 
 
 def centroid_path(gray: torch.Tensor) -> torch.Tensor:
     """Intensity-weighted centroid per frame, in frame-size units: [B, T, H, W] -> [B, T, 2] (y, x)."""
-    b, t, h, w = gray.shape
+    h, w = gray.shape[-2:]
     mass = gray.sum((-2, -1)).clamp(min=1e-6)  # [B, T]
     ys = torch.linspace(0, 1, h, device=gray.device, dtype=gray.dtype)
     xs = torch.linspace(0, 1, w, device=gray.device, dtype=gray.dtype)
@@ -28,7 +28,7 @@ def centroid_path(gray: torch.Tensor) -> torch.Tensor:
 
 def motion_features(video: torch.Tensor) -> torch.Tensor:
     """Videos [B, C, T, H, W] in [0, 1] -> motion statistics [B, 2 + 2*MOTION_GRID^2 + 3 + len(CHANGE_LEVELS)]."""
-    b, _, t, h, w = video.shape
+    t = video.shape[2]
     gray = video.mean(1)  # [B, T, H, W]
     if t < 3:  # too short to move: pad with repeats so the statistics below are defined (and zero)
         gray = torch.cat([gray, gray[:, -1:].expand(-1, 3 - t, -1, -1)], 1)
