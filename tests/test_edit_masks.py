@@ -52,3 +52,24 @@ def test_audio_time_masks(tmp_path, repo_root, representation):
     for bad in ("0.5:0.25", "abc", "5:6"):
         with pytest.raises(UserError):
             time_mask(bad, shape, cfg, codec)
+
+
+@pytest.mark.parametrize("config,spec", [("configs/audio/tones_waveform_ict.yaml", "0.1:0.35"),
+                                         ("configs/video/moving_digits_ict.yaml", "interpolate")])
+def test_modality_edit_keeps_unmasked_media(repo_root, config, spec, tmp_path):
+    """Audio infilling and video interpolation through the modality hooks keep the kept region exactly."""
+    from cm_media.generator import Generator
+    from cm_media.model import build_model
+
+    cfg = load_config(f"{repo_root}/{config}", ["backbone.preset=tiny"])
+    modality, codec, model = build_model(cfg)
+    for p in model.parameters():  # an untrained but non-trivial network
+        p.data.normal_(0, 0.02)
+    gen = Generator(cfg, model.eval(), codec, modality, torch.device("cpu"), tmp_path)
+    media = codec.decode(modality.build_dataset(cfg, codec, "eval")[0][None])  # one real clip
+    mask = modality.edit_mask(spec, tuple(codec.encode(media).shape), cfg)
+    out = gen.edit(media, mask, steps=2)
+    keep = mask.expand_as(media) == 0
+    assert out.shape == media.shape
+    assert torch.allclose(out[keep], media[keep], atol=1e-5)
+    assert not torch.allclose(out[~keep], media[~keep])

@@ -10,6 +10,7 @@ from cm_media.modality import Modality
 
 from .codec import peak_limit, save_clips
 from .datasets import AudioDataConfig, build_dataset
+from .edit import read_recording, time_mask
 from .presets import PRESETS
 from .representations import AudioCodecConfig, build_codec
 
@@ -60,6 +61,12 @@ class AudioModality(Modality):
         media = peak_limit(media)
         length = None if seconds is None else self.num_samples(cfg, seconds)  # STFT/mel decode to whole hops
         return save_clips(media, path, cfg.codec.sample_rate, audio_format or "pcm16", length)
+
+    def read(self, path, cfg, codec):
+        return read_recording(Path(path), cfg)  # [1, C, T]
+
+    def edit_mask(self, spec, model_shape, cfg):
+        return time_mask(spec, model_shape, cfg, self.build_codec(cfg))
 
     def pretrained_dir(self):
         return Path(__file__).parent / "pretrained"

@@ -19,7 +19,7 @@ class ImageModality(Modality):
     CodecConfig = ImageCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".png"
-    generate_options = [("--separate", {"action": "store_true", "help": "image: one PNG per sample instead of a grid"})]
+    generate_options = [("--separate", {"action": "store_true", "help": "image/video: one file per sample (in a folder named after --out) instead of a grid"})]
 
     def build_codec(self, cfg):
         return ImageCodec(cfg.codec)

@@ -9,6 +9,7 @@ from cm_media.modality import Modality
 
 from .codec import WRITE_SUFFIXES, VideoCodec, VideoCodecConfig
 from .datasets import VideoDataConfig, build_dataset
+from .edit import frame_mask
 from .io import save_frame_grid, write_clips
 from .presets import PRESETS
 
@@ -71,6 +72,12 @@ class VideoModality(Modality):
         else:
             out = [write_clips(media, path, fps, scale)]
         return out + [save_frame_grid(media, path.with_name(f"{path.stem}_frames.png"))]
+
+    def read(self, path, cfg, codec):
+        return codec.read(path)[None]  # [1, C, T, H, W]: the first clip length of the file
+
+    def edit_mask(self, spec, model_shape, cfg):
+        return frame_mask(spec, model_shape)
 
     def pretrained_dir(self):
         return Path(__file__).parent / "pretrained"
