@@ -68,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     max_bad_steps: int = 20  # non-finite losses tolerated before stopping
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with other jobs
     samples: int = 64  # grid size written at the end
 
 

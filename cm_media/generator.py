@@ -54,6 +54,8 @@ class Generator:
         """Noise levels of a `steps`-step consistency sample: the config's `sample.sigmas` or a Karras grid."""
         custom = self.cfg.sample.sigmas.get(steps, self.cfg.sample.sigmas.get(str(steps)))
         if custom is not None:
+            if len(custom) != steps:
+                raise UserError(f"sample.sigmas for {steps} step(s) lists {len(custom)} noise levels")
             return [float(s) for s in custom]
         m = self.cfg.method
         return default_step_sigmas(steps, m.sigma_min, m.sigma_max, m.rho)
@@ -64,9 +66,10 @@ class Generator:
         m = self.cfg.method
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
             if self.is_consistency:
+                sigmas = self.step_sigmas(steps)
                 if steps == 1:
-                    return onestep(self.model, noise, m.sigma_max)
-                return multistep(self.model, noise, self.step_sigmas(steps), m.sigma_min, generator)
+                    return onestep(self.model, noise, sigmas[0])
+                return multistep(self.model, noise, sigmas, m.sigma_min, generator)
             solver = edm_euler if self.cfg.sample.sampler == "euler" else edm_heun
             return solver(self.model, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
 

@@ -9,6 +9,8 @@ import torch
 from . import checkpoint as ckpt
 from .config import RunConfig, config_from_dict
 from .errors import UserError
+from .nn import resolve_backbone
+from .registry import get_modality
 
 
 def load_teacher(student: RunConfig, device) -> tuple[torch.nn.Module, RunConfig]:
@@ -31,8 +33,11 @@ def check_compatible(student: RunConfig, teacher: RunConfig, where: str) -> None
     """Teacher and student must share modality, codec, backbone and sigma_data; the teacher must be EDM."""
     if teacher.method.name != "edm":
         raise UserError(f"teacher {where} was trained with method {teacher.method.name!r}; a teacher must be 'edm'")
+    presets = get_modality(student.modality).backbone_presets
     for name in ("modality", "codec", "backbone"):
         a, b = getattr(student, name), getattr(teacher, name)
+        if name == "backbone":  # compare what the presets resolve to, not how the configs spell it
+            a, b = resolve_backbone(a, presets), resolve_backbone(b, presets)
         a = dataclasses.asdict(a) if dataclasses.is_dataclass(a) else a
         b = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else b
         if a != b:

@@ -8,6 +8,7 @@ method networks, optimizer and every RNG state, so `--resume` continues exactly 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import signal
@@ -23,6 +24,8 @@ from .config import RunConfig, dump_config
 from .errors import UserError
 from .methods import build_method
 from .model import build_model, resolve_device
+from .nn import resolve_backbone
+from .registry import get_modality
 from .schedules import ema_warmup_decay
 
 
@@ -120,6 +123,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if existing is not None and not resume:
         raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
     tc = cfg.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    # store the preset's resolved arguments, so later preset edits cannot break this run's checkpoints
+    cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
     device = resolve_device(tc.device)
     dd = distributed.init_from_env(device.type)
     if dd.enabled and device.type == "cuda":

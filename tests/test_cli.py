@@ -152,3 +152,28 @@ def test_channels_last_generation_matches(digits_config, tmp_path, tiny_override
     conv = next(m for m in gen.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(gen.generate(4, steps=1, seed=3), ref, atol=1e-5)
+
+
+def test_runs_store_resolved_backbone_and_custom_step_sigmas(digits_config, tmp_path, tiny_overrides):
+    import yaml
+
+    import cm_media
+    from cm_media.config import load_config
+    from cm_media.training import train
+
+    cfg = load_config(digits_config, [a for a in tiny_overrides(2, **{"backbone.preset": "tiny",
+                                                                        "train.threads": 1}) if a != "--set"])
+    train(cfg, tmp_path / "r", progress=False)
+    stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["backbone"]
+    assert "preset" not in stored and stored["channels"] == 16 and stored["arch"] == "unet"
+    gen = cm_media.load(tmp_path / "r")
+    seen = []
+    inner = gen.model.forward
+    gen.model.forward = lambda x, s: (seen.append(float(s[0])), inner(x, s))[1]
+    gen.cfg.sample.sigmas = {1: [10.0], 2: [10.0, 0.5]}
+    gen.generate(2, steps=1)
+    gen.generate(2, steps=2)
+    assert seen == [10.0, 10.0, 0.5]
+    gen.cfg.sample.sigmas = {2: [10.0]}
+    with pytest.raises(cm_media.UserError, match="sample.sigmas"):
+        gen.generate(2, steps=2)

@@ -18,8 +18,10 @@ def register_arch(name: str, config_cls: type, module_cls: type) -> None:
     ARCHS[name] = (config_cls, module_cls)
 
 
-def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) -> nn.Module:
-    """Build the backbone from a config section `{arch, preset, **overrides}` and a modality's presets."""
+def resolve_backbone(section: dict, presets: dict) -> dict:
+    """The preset's arguments with the section's overrides on top, without the `preset` key.
+
+    Runs store this resolved form, so editing a preset later never breaks their checkpoints."""
     section = dict(section)
     preset_name = section.pop("preset", None)
     params: dict = {}
@@ -29,7 +31,14 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
             raise UserError(f"unknown backbone preset {preset_name!r} (known: {known})")
         params.update(presets[preset_name])
     params.update(section)
-    arch = params.pop("arch", "unet")
+    params.setdefault("arch", "unet")
+    return params
+
+
+def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) -> nn.Module:
+    """Build the backbone from a config section `{arch, preset, **overrides}` and a modality's presets."""
+    params = resolve_backbone(section, presets)
+    arch = params.pop("arch")
     if arch not in ARCHS:
         raise UserError(f"unknown backbone.arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
     config_cls, module_cls = ARCHS[arch]
@@ -45,7 +54,7 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
         raise UserError(f"bad backbone config: {exc}") from None
 
 
-__all__ = ["ARCHS", "UNet", "UNetConfig", "build_backbone", "count_parameters", "register_arch"]
+__all__ = ["ARCHS", "UNet", "UNetConfig", "build_backbone", "count_parameters", "register_arch", "resolve_backbone"]
 from . import spacetime  # noqa: E402,F401  registers backbone.arch "spacetime_unet"
 
 from . import transformer  # noqa: E402,F401  registers backbone.arch "dit"
