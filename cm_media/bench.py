@@ -299,7 +299,7 @@ def baseline_records(entry: Entry, opts: BenchOptions, ref: Reference, batch: in
     noise = gen.cfg.method.sigma_data * torch.randn((n, *shape), generator=torch.Generator().manual_seed(opts.seed + 3))
     for name, media in (("data (train split)", train), ("noise", _decode(gen, noise, batch))):
         hand, net = _features(gen, media)
-        rows.append({"model": name, "source": entry.source, "modality": gen.cfg.modality,
+        rows.append({"model": name, "reference_of": entry.label, "source": entry.source, "modality": gen.cfg.modality,
                      "dataset": gen.cfg.data.dataset, "sampler": "baseline", "steps": 0, "nfe": 0,
                      "num_samples": len(media), "reference_size": ref.size, **quality(ref, hand, net)})
     return rows
@@ -330,6 +330,9 @@ def run_bench(sources: list[str], opts: BenchOptions | None = None) -> list[dict
             if opts.baselines:
                 baselines += baseline_records(entry, opts, refs[key], batch)
         records.append(measure(entry, sampler, steps, opts, refs[key]))
+    if len(refs) > 1:  # several references (datasets or codecs): say which model's reference each row is
+        for row in baselines:
+            row["model"] = f"{row['model']} [{row['reference_of']}]"
     return records + baselines
 
 
