@@ -159,3 +159,21 @@ def test_cli_selects_dit_over_a_unet_preset(tmp_path, capsys, digits_config, tin
     assert main(argv) == 0
     assert main(["train", config, "--set", "backbone.arch=dit", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown config key backbone.channels for arch 'dit'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config,extra", [
+    ("configs/audio/tones_waveform_ict.yaml", ["backbone.patch_size=16"]),
+    ("configs/audio/tones_spectrogram_ict.yaml", ["backbone.patch_size=4"]),
+    ("configs/video/moving_digits_ict.yaml", ["backbone.patch_size=[2,4,4]", "backbone.attention=factorized"]),
+])
+def test_dit_trains_and_generates_on_audio_and_video(repo_root, tmp_path, tiny_overrides, config, extra):
+    out = tmp_path / "run"
+    sets = ["backbone.preset=null", "backbone.arch=dit", "backbone.size=dit-micro", "train.bf16=false", *extra]
+    argv = ["train", f"{repo_root}/{config}", *tiny_overrides(steps=2, **{"train.samples": 2}), "--out", str(out),
+            "--no-progress"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    stored = (out / "config.yaml").read_text()
+    assert "arch: dit" in stored
+    assert list((out / "samples").iterdir())
