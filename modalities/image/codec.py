@@ -19,24 +19,31 @@ class ImageCodecConfig:
     channels: int = 1  # 1 grey, 3 RGB
 
 
-class ImageCodec:
-    dims = 2
+class PixelCodec:
+    """Pixels in [0, 1] <-> model tensors in [-1, 1] for any number of axes (images and videos share it)."""
 
-    def __init__(self, cfg: ImageCodecConfig):
-        if cfg.channels not in (1, 3):
-            raise UserError(f"codec.channels must be 1 or 3, got {cfg.channels}")
-        if cfg.size < 1:
-            raise UserError(f"codec.size must be >= 1, got {cfg.size}")
-        self.cfg = cfg
-        self.channels = cfg.channels
+    def __init__(self, channels: int):
+        if channels not in (1, 3):
+            raise UserError(f"codec.channels must be 1 or 3, got {channels}")
+        self.channels = channels
 
     def encode(self, media: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] in [0, 1] -> [-1, 1]."""
+        """[B, C, *axes] in [0, 1] -> [-1, 1]."""
         return media * 2 - 1
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [0, 1], clamped."""
         return ((x + 1) / 2).clamp(0, 1)
+
+
+class ImageCodec(PixelCodec):
+    dims = 2
+
+    def __init__(self, cfg: ImageCodecConfig):
+        super().__init__(cfg.channels)
+        if cfg.size < 1:
+            raise UserError(f"codec.size must be >= 1, got {cfg.size}")
+        self.cfg = cfg
 
     def fit(self, pixels: torch.Tensor) -> torch.Tensor:
         """Resize [B, C, H, W] pixels to the codec's size and channel count."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cm_media.errors import UserError
+from modalities.image.codec import PixelCodec
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".gif"}
 _H264_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}
@@ -227,29 +228,19 @@ def write_video(path: str | Path, frames: torch.Tensor | Iterable[torch.Tensor],
     return Path(path)
 
 
-class VideoCodec:
+class VideoCodec(PixelCodec):
     """Pixels in [0, 1] <-> model tensors in [-1, 1], both [B, C, T, H, W]; file reading at the config's format."""
 
     dims = 3
 
     def __init__(self, cfg: VideoCodecConfig):
-        if cfg.channels not in (1, 3):
-            raise UserError(f"codec.channels must be 1 or 3, got {cfg.channels}")
+        super().__init__(cfg.channels)
         if cfg.frames < 1:
             raise UserError(f"codec.frames must be >= 1, got {cfg.frames}")
         if cfg.fps <= 0:
             raise UserError(f"codec.fps must be > 0, got {cfg.fps}")
         self.cfg = cfg
-        self.channels = cfg.channels
         self.size = frame_size(cfg.size)
-
-    def encode(self, media: torch.Tensor) -> torch.Tensor:
-        """[B, C, T, H, W] in [0, 1] -> [-1, 1]."""
-        return media * 2 - 1
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] -> [0, 1], clamped."""
-        return ((x + 1) / 2).clamp(0, 1)
 
     def read(self, path: str | Path, start: float = 0.0, frames: int | None = None) -> torch.Tensor:
         """A clip of `frames` (default codec.frames) from `start` seconds: pixels [C, T, H, W] in [0, 1]."""
