@@ -1,4 +1,4 @@
-"""`cm-media` command line: train, generate, bench, info. User mistakes print one `error: ...` line and exit 2."""
+"""`cm-media` command line: train, generate, edit, bench, export, demo, info. User mistakes print one `error: ...` line and exit 2."""
 
 from __future__ import annotations
 
@@ -83,6 +83,25 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     e.add_argument("--out", default=None, help="output file")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    x = sub.add_parser("export", help="write a run's EMA weights, config and training command to a small model folder")
+    x.add_argument("source", help="run directory or checkpoint file")
+    x.add_argument("--out", required=True, help="folder for model.safetensors, config.yaml and README.md")
+    x.add_argument("--dtype", default="bf16", choices=["bf16", "float32"],
+                   help="storage precision of the weights (bf16 halves the size; loading casts to float32)")
+    x.add_argument("--command", dest="train_command", default=None,
+                   help="the exact training command line to record (default: train on the exported config.yaml)")
+    x.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="change a generation default in the exported config, e.g. --set sample.bf16=true")
+
+    d = sub.add_parser("demo", help="generate audio, video and images with the bundled models and write a report")
+    d.add_argument("--out", default="demo", help="folder for the media and report.html / report.md (default: demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--steps", type=int, default=1, help="network evaluations per sample (default 1)")
+    d.add_argument("--only", default=None, metavar="MODALITIES",
+                   help="comma-separated subset of audio,video,image (default: every bundled model)")
+    d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
+    d.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
     sub.add_parser("info", help="versions, devices, attention backend and modalities")
     return p, dests
 
@@ -162,6 +181,18 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_export(args) -> int:
+    from . import export  # noqa: PLC0415
+
+    return export.main(args)
+
+
+def cmd_demo(args) -> int:
+    from . import demo  # noqa: PLC0415
+
+    return demo.main(args)
+
+
 def cmd_info() -> int:
     import platform  # noqa: PLC0415
 
@@ -203,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args)
         if args.command == "edit":
             return cmd_edit(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         if args.command == "info":
             return cmd_info()
         parser.print_help()

@@ -134,6 +134,8 @@ def load(source: str | Path = "image", device: str = "auto", weights: str = "ema
     cfg = config_from_dict(meta["config"])
     modality, codec, model = build_model(cfg)
     state = ckpt.prefixed(tensors, weights) or ckpt.prefixed(tensors, "model")
+    # exported models may store bf16 weights; compute in float32 (autocast decides the matmul precision)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

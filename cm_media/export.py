@@ -1,0 +1,163 @@
+"""`cm-media export`: a trained run -> a small, self-describing model folder (what ships as a bundled model).
+
+The folder holds `model.safetensors` (only the EMA weights, under their `ema.` prefix so `cm_media.load(DIR)`
+reads it like a checkpoint, optionally stored in bf16, with the run config as metadata), `config.yaml` (the
+same config) and `README.md` (source run, step, parameter count, size and the exact training command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shlex
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import checkpoint as ckpt
+from .config import apply_overrides, config_from_dict
+from .errors import UserError
+
+DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclasses.dataclass
+class Exported:
+    folder: Path
+    model: Path
+    step: int | None
+    params: int
+    size_bytes: int
+    command: str
+
+
+def _weights(tensors: dict[str, torch.Tensor], path: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """('ema' or 'model', the un-prefixed weights) of a checkpoint: EMA when it has one."""
+    for prefix in ("ema", "model"):
+        state = ckpt.prefixed(tensors, prefix)
+        if state:
+            return prefix, state
+    raise UserError(f"{path} holds no model weights (no ema.* or model.* tensors)")
+
+
+def default_command(out: Path, run_dir: Path | None) -> str:
+    """A command that retrains the model: `cm-media train` on the run's full config, copied beside the export."""
+    run = f"runs/{run_dir.name}" if run_dir is not None else "runs/retrained"
+    return f"cm-media train {shlex.quote((Path(out) / 'config.yaml').as_posix())} --out {shlex.quote(run)}"
+
+
+def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: str | None = None,
+           overrides: list[str] | None = None) -> Exported:
+    """Write OUT/model.safetensors, OUT/config.yaml and OUT/README.md from a run directory or checkpoint file.
+
+    `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change).
+    """
+    from .generator import resolve_source  # noqa: PLC0415
+    from .model import build_model  # noqa: PLC0415
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    src = Path(source)
+    if not src.exists():
+        raise UserError(f"run or checkpoint not found: {source}")
+    if src.is_file() and src.suffix != ".safetensors":
+        raise UserError(f"not a checkpoint file (expected .safetensors): {source}")
+    path = resolve_source(src)
+    tensors, meta = ckpt.load_checkpoint(path)
+    if "config" not in meta:
+        raise UserError(f"{path} has no run config in its metadata")
+    for text in overrides or []:
+        if not text.split("=", 1)[0].strip().startswith("sample."):
+            raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
+    raw = apply_overrides(dict(meta["config"]), overrides or [])
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    cfg = config_from_dict(raw)
+    prefix, state = _weights(tensors, path)
+    _, _, model = build_model(cfg)
+    try:
+        model.load_state_dict(state)  # the export must load; this also rejects a config/weights mismatch
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
+    params = sum(p.numel() for p in model.parameters())
+
+    target = DTYPES[dtype]
+    weights = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out must be a folder, but {out} is a file")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    step = meta.get("step")
+    command = command or meta.get("command") or default_command(out, run_dir)
+    new_meta = {
+        "config": cfg.to_dict(), "step": step, "weights": prefix, "dtype": dtype, "command": command,
+        "exported_from": meta.get("exported_from") or str(run_dir or path),
+        "sample_overrides": list(meta.get("sample_overrides") or []) + list(overrides or []),
+        "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    model_path = out / "model.safetensors"
+    ckpt.save_checkpoint(model_path, ckpt.with_prefix(weights, "ema"), new_meta)
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    ckpt.atomic_write_bytes(out / "config.yaml", config_text.encode())
+    size = model_path.stat().st_size
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    readme = _readme(cfg, new_meta, params, size, digest, path, out)
+    ckpt.atomic_write_bytes(out / "README.md", readme.encode())
+    return Exported(out, model_path, step, params, size, command)
+
+
+def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path) -> str:
+    m = cfg.modality
+    shape = "x".join(str(v) for v in _sample_shape(cfg))
+    backbone = cfg.backbone.get("preset") or cfg.backbone.get("arch") or "custom"
+    lines = [
+        f"# Bundled {m} model",
+        "",
+        (f"A consistency model (method `{cfg.method.name}`) of the `{cfg.data.dataset}` {m} data "
+         f"(model tensor {shape}, backbone `{backbone}`), exported by `cm-media export`."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| source run | `{meta['exported_from']}` |",
+        f"| checkpoint | `{checkpoint.name}` (step {meta['step']}, {meta['weights']} weights) |",
+        f"| parameters | {params:,} |",
+        f"| stored as | {meta['dtype']}; loaded as float32 |",
+        f"| file size | {size / 2**20:.2f} MiB (`model.safetensors`, sha256 `{digest[:16]}...`) |",
+        (f"| generation defaults | {cfg.sample.steps} step(s), bf16 autocast {'on' if cfg.sample.bf16 else 'off'}, "
+         f"batch {cfg.sample.batch_size} |"),
+        f"| exported | {meta['exported_at']} |",
+        "",
+        "Train it again (the same config and seed; from the repository root unless the command says otherwise):",
+        "",
+        "```bash",
+        meta["command"],
+        "```",
+        "",
+        "Export the finished run into this folder (source run as above):",
+        "",
+        "```bash",
+        f"cm-media export {shlex.quote(meta['exported_from'])} --out {shlex.quote(out.as_posix())} --dtype {meta['dtype']}"
+        + "".join(f" --set {shlex.quote(o)}" for o in meta["sample_overrides"])
+        + f" --command {shlex.quote(meta['command'])}",
+        "```",
+        "",
+        (f"Use it: `cm-media generate {m}` or `cm_media.load(\"{m}\")`. `config.yaml` here is the run config "
+         "that is also stored in the file's metadata."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _sample_shape(cfg) -> tuple[int, ...]:
+    from .registry import get_modality  # noqa: PLC0415
+
+    modality = get_modality(cfg.modality)
+    return modality.sample_shape(cfg, modality.build_codec(cfg))
+
+
+def main(args) -> int:
+    result = export(args.source, args.out, dtype=args.dtype, command=args.train_command, overrides=args.overrides)
+    print(f"exported step {result.step} ({result.params:,} parameters, {args.dtype}) -> {result.model} "
+          f"({result.size_bytes / 2**20:.2f} MiB), with config.yaml and README.md")
+    return 0
