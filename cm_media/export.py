@@ -56,6 +56,8 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     """
     from .generator import resolve_source  # noqa: PLC0415
     from .model import build_model  # noqa: PLC0415
+    from .nn import resolve_backbone  # noqa: PLC0415
+    from .registry import get_modality  # noqa: PLC0415
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -74,6 +76,9 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     cfg = config_from_dict(raw)
+    preset = cfg.backbone.get("preset")
+    # store the preset's resolved arguments (as runs do), so later preset edits cannot break the export
+    cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
     prefix, state = _weights(tensors, path)
     _, _, model = build_model(cfg)
     try:
@@ -92,6 +97,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     command = command or meta.get("command") or default_command(out, run_dir)
     new_meta = {
         "config": cfg.to_dict(), "step": step, "weights": prefix, "dtype": dtype, "command": command,
+        "backbone_name": meta.get("backbone_name") or preset or cfg.backbone.get("arch"),
         "exported_from": meta.get("exported_from") or str(run_dir or path),
         "sample_overrides": list(meta.get("sample_overrides") or []) + list(overrides or []),
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -110,7 +116,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
 def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path) -> str:
     m = cfg.modality
     shape = "x".join(str(v) for v in _sample_shape(cfg))
-    backbone = cfg.backbone.get("preset") or cfg.backbone.get("arch") or "custom"
+    backbone = meta.get("backbone_name") or cfg.backbone.get("arch") or "custom"
     lines = [
         f"# Bundled {m} model",
         "",
