@@ -46,3 +46,31 @@ def test_build_backbone_presets_and_errors():
         build_backbone({"widht": 3}, presets, 2, 1)
     with pytest.raises(UserError, match="backbone.arch"):
         build_backbone({"arch": "lstm"}, presets, 2, 1)
+
+
+def test_patchify_round_trip_and_layout():
+    from cm_media.nn.layers import patchify, unpatchify
+
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    y = patchify(x, [2, 4])  # [2, 3*2*4, 4, 3]
+    assert y.shape == (2, 24, 4, 3)
+    # channel (c, i, j) of patch (a, b) holds pixel (2a + i, 4b + j) of channel c
+    assert y[1, 2 * 8 + 1 * 4 + 3, 2, 1] == x[1, 2, 2 * 2 + 1, 4 * 1 + 3]
+    assert torch.equal(unpatchify(y, [2, 4]), x)
+
+
+@pytest.mark.parametrize("dims,shape,patch", [(1, (2, 1, 4001), 16), (2, (2, 2, 9, 30), [1, 4])])
+def test_unet_patch_stem_keeps_any_length(dims, shape, patch):
+    cfg = UNetConfig(dims=dims, in_channels=shape[1], channels=8, channel_mult=[1, 2], num_res_blocks=1,
+                     down_stride=2, patch=patch)
+    net = UNet(cfg)
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    y = net(torch.randn(shape), torch.zeros(shape[0]))
+    assert y.shape == shape
+    assert net.inp.in_channels == shape[1] * (16 if dims == 1 else 4)
+
+
+def test_unet_bad_patch_is_a_user_error():
+    with pytest.raises(UserError, match="patch"):
+        build_backbone({"channels": 8, "channel_mult": [1], "patch": [2, 2]}, {}, dims=1, in_channels=1)

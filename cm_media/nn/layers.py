@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..parameterization import append_dims
@@ -97,3 +98,24 @@ class Upsample(nn.Module):
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=self.stride, mode="nearest"))
+
+
+def _patch_pattern(dims: int) -> tuple[str, str, dict]:
+    """einops patterns '[B, C, (n0 p0), ...]' <-> '[B, (C p0 ...), n0, ...]' for `dims` data axes."""
+    ns = [f"n{i}" for i in range(dims)]
+    ps = [f"p{i}" for i in range(dims)]
+    spread = "b c " + " ".join(f"({n} {p})" for n, p in zip(ns, ps))
+    folded = f"b (c {' '.join(ps)}) " + " ".join(ns)
+    return spread, folded, ps
+
+
+def patchify(x: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    """Space-to-depth: [B, C, *axes] -> [B, C * prod(patch), *axes / patch] (axes must be multiples)."""
+    spread, folded, ps = _patch_pattern(len(patch))
+    return rearrange(x, f"{spread} -> {folded}", **dict(zip(ps, patch)))
+
+
+def unpatchify(x: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    """Inverse of `patchify`: [B, C * prod(patch), *axes] -> [B, C, *axes * patch]."""
+    spread, folded, ps = _patch_pattern(len(patch))
+    return rearrange(x, f"{folded} -> {spread}", **dict(zip(ps, patch)))

@@ -6,6 +6,7 @@ crops the output back, so fully convolutional models generate longer clips than 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -13,12 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import SelfAttention
-from .layers import Downsample, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, zero_module
+from .layers import (
+    Downsample, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify, zero_module,
+)
 
 
 @dataclass
 class UNetConfig:
-    """UNet hyperparameters; `down_stride` is an int or one stride per data axis, applied at each level."""
+    """UNet hyperparameters; `down_stride` is an int or one stride per data axis, applied at each level.
+
+    `patch` folds non-overlapping patches into channels before the first conv (space-to-depth) and unfolds
+    the output: a waveform with patch 16 runs at 1/16 of its length, which is what makes long clips cheap."""
 
     dims: int = 2
     in_channels: int = 1
@@ -33,6 +39,7 @@ class UNetConfig:
     kernel_size: int = 3
     dilations: list = field(default_factory=lambda: [1])
     attention_backend: str = "sdpa"
+    patch: int | list = 1
 
 
 class UNet(nn.Module):
@@ -46,12 +53,17 @@ class UNet(nn.Module):
         if len(stride) != d:
             raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
         self.stride = stride
+        patch = [cfg.patch] * d if isinstance(cfg.patch, int) else list(cfg.patch)
+        if len(patch) != d or min(patch) < 1:
+            raise ValueError(f"patch must be a positive int or one per data axis ({d}), got {cfg.patch}")
+        self.patch = patch
+        fold = math.prod(patch)
         levels = len(cfg.channel_mult)
-        self.total_stride = [s ** (levels - 1) for s in stride]
+        self.total_stride = [p * s ** (levels - 1) for p, s in zip(patch, stride)]
         ch = cfg.channels
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(ch, emb_dim)
-        self.inp = conv_nd(d, cfg.in_channels, ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.inp = conv_nd(d, cfg.in_channels * fold, ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
 
         def res(i, o, j):
             dil = cfg.dilations[j % len(cfg.dilations)]
@@ -88,7 +100,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(norm_groups(cur), cur),
             nn.SiLU(),
-            zero_module(conv_nd(d, cur, cfg.out_channels or cfg.in_channels, 3, padding=1)),
+            zero_module(conv_nd(d, cur, (cfg.out_channels or cfg.in_channels) * fold, 3, padding=1)),
         )
 
     @staticmethod
@@ -103,7 +115,7 @@ class UNet(nn.Module):
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
         emb = self.embed(c_noise)
-        h = self.inp(x)
+        h = self.inp(patchify(x, self.patch))  # [B, C * prod(patch), *axes / patch]
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb)
@@ -111,7 +123,7 @@ class UNet(nn.Module):
         h = self._run(self.mid, h, emb)
         for blocks in self.up:
             h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
-        out = self.out(h)
+        out = unpatchify(self.out(h), self.patch)  # [B, C_out, *axes]
         return out[(slice(None), slice(None), *(slice(0, n) for n in axes))]
 
 
