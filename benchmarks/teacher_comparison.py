@@ -1,0 +1,167 @@
+"""Teacher, distillation and tuning at equal training time: EDM teacher vs CT (iCT), CD and ECT students.
+
+    python benchmarks/teacher_comparison.py digits [--budget-s 240] [--runs runs/compare]
+    python benchmarks/teacher_comparison.py tones  [--budget-s 240]
+
+1. Trains the EDM teacher (`<set>_edm.yaml`) unless its run exists, and scores it with EDM Heun at several
+   step counts (its best is the reference a student can approach).
+2. Measures each student method's seconds per training step (a short calibration run of each, same process,
+   steps 10..30 of `metrics.jsonl`'s `elapsed_s`, so start-up and the teacher load are excluded), then trains
+   iCT from scratch, CD and ECT for the same *training time* budget: steps = budget / seconds per step.
+   Wall time is not used to stop runs, so another job on the CPU does not bias the comparison.
+3. Scores each at 1 and 2 steps: FD / KID on the modality's hand-crafted features against held-out data, plus
+   a task measure (digits: share of realistic samples by the SVM/nearest-neighbour check of
+   digits_quality.py; tones: share of clips with a stable pitch, modalities/audio/pitch.py).
+The teacher's own training time is reported beside the budget: ECT and CD start from it, iCT does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cm_media  # noqa: E402
+from cm_media import checkpoint as ckpt  # noqa: E402
+from cm_media.bench import BenchOptions, media_quality, reference_for  # noqa: E402
+from cm_media.config import load_config  # noqa: E402
+from cm_media.training import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {
+    "digits": {"dir": "image", "prefix": "digits", "ct": "digits_ict.yaml"},
+    "tones": {"dir": "audio", "prefix": "tones_waveform", "ct": "tones_waveform_ict.yaml"},
+}
+
+
+def config_path(name: str, kind: str) -> Path:
+    s = SETS[name]
+    file = s["ct"] if kind == "ict" else f"{s['prefix']}_{kind}.yaml"
+    return ROOT / "configs" / s["dir"] / file
+
+
+def train_run(config: Path, out: Path, overrides: list[str]) -> float:
+    """Train unless `out` holds a checkpoint; returns the training seconds (from metrics.jsonl when reused)."""
+    if ckpt.latest_checkpoint(out) is None:
+        cfg = load_config(config, overrides)
+        print(f"training {config.name} -> {out} ({cfg.train.steps} steps)", flush=True)
+        train(cfg, out, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return float(rows[-1]["elapsed_s"]) if rows else float("nan")
+
+
+def seconds_per_step(config: Path, overrides: list[str], scratch: Path) -> float:
+    """Training cost of one step of `config`: elapsed between logged steps 10 and 30 of a short run."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    cfg = load_config(config, overrides + ["train.steps=30", "train.log_every=10", "train.checkpoint_every=1000",
+                                           "train.samples=0"])
+    train(cfg, scratch, progress=False)
+    rows = {r["step"]: r["elapsed_s"] for r in map(json.loads, (scratch / "metrics.jsonl").read_text().splitlines())}
+    shutil.rmtree(scratch, ignore_errors=True)
+    return (rows[30] - rows[10]) / 20
+
+
+class TaskScore:
+    """The modality's task measure of decoded samples: realistic digits or stable-pitch tones."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "digits":
+            from digits_quality import Reference, classifier, score  # noqa: PLC0415
+
+            self.clf, self.ref, self.score = classifier(), Reference(), score
+
+    def __call__(self, media: torch.Tensor, gen) -> float:
+        if self.name == "digits":
+            return self.score(self.clf, self.ref, media.reshape(len(media), -1).numpy())["realistic"]
+        from modalities.audio.pitch import stable_pitch_share  # noqa: PLC0415
+
+        return stable_pitch_share(media, gen.cfg.codec.sample_rate)[0]
+
+
+def evaluate(run: Path, steps: list[int], n: int, task: TaskScore, opts: BenchOptions, refs: dict) -> list[dict]:
+    gen = cm_media.load(run)
+    key = gen.cfg.modality
+    if key not in refs:
+        refs[key] = reference_for(gen, opts, 64)
+    rows = []
+    for k in steps:
+        t0 = time.perf_counter()
+        media = gen.generate(n, steps=k, seed=1)
+        gen_s = time.perf_counter() - t0
+        q = media_quality(gen, refs[key], media)
+        nfe = k if gen.is_consistency else 2 * k - 1
+        rows.append({"run": run.name, "method": gen.cfg.method.name, "steps": k, "nfe": nfe,
+                     "fd": q["fd"], "kid": q["kid"], "task": task(media[: min(n, 64 if task.name == "tones" else n)], gen),
+                     "generate_s": gen_s})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("set", choices=sorted(SETS))
+    ap.add_argument("--budget-s", type=float, default=240.0, help="training seconds for each student")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "compare"))
+    ap.add_argument("--teacher-steps", default="4,8,12,18", help="EDM Heun step counts to score the teacher at")
+    ap.add_argument("--n", type=int, default=512, help="samples per score")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--set-all", nargs="*", default=[], help="overrides for every run (e.g. train.threads=2)")
+    args = ap.parse_args()
+    runs = Path(args.runs) / args.set
+    teacher = runs / "edm"
+    teacher_s = train_run(config_path(args.set, "edm"), teacher, args.set_all)
+    students = {"ict": [], "cd": [f"method.teacher={teacher}"], "ect": [f"method.teacher={teacher}"]}
+    costs = {}
+    for kind, extra in students.items():
+        costs[kind] = seconds_per_step(config_path(args.set, kind), args.set_all + extra, runs / f"_calib_{kind}")
+        print(f"{kind}: {costs[kind]:.3f} s/step", flush=True)
+    trained = {}
+    for kind, extra in students.items():
+        steps = max(50, math.floor(args.budget_s / costs[kind]))
+        out = runs / f"{kind}_{int(args.budget_s)}s"
+        # the curriculum and schedules see the budgeted step count, as a user training this long would set it
+        trained[kind] = (out, steps, train_run(config_path(args.set, kind), out,
+                                               args.set_all + extra + [f"train.steps={steps}"]))
+    task, opts, refs = TaskScore(args.set), BenchOptions(num_samples=args.n, progress=False), {}
+    rows = evaluate(teacher, [int(s) for s in args.teacher_steps.split(",")], args.n, task, opts, refs)
+    for kind, (out, steps, secs) in trained.items():
+        for r in evaluate(out, [1, 2], args.n, task, opts, refs):
+            r.update(train_steps=steps, s_per_step=costs[kind], train_s=secs)
+            rows.append(r)
+    real = TaskScore(args.set)
+    gen = cm_media.load(teacher)
+    from cm_media.bench import _decode, data_items  # noqa: PLC0415
+
+    held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)
+    ref_row = {"run": "held-out real data", "method": "-", "steps": 0, "nfe": 0,
+               **{k: media_quality(gen, refs[gen.cfg.modality], held)[k] for k in ("fd", "kid")},
+               "task": real(held[:64] if args.set == "tones" else held, gen)}
+    rows.append(ref_row)
+    result = {"set": args.set, "budget_s": args.budget_s, "teacher_train_s": teacher_s, "costs_s_per_step": costs,
+              "task_measure": "realistic share" if args.set == "digits" else "stable-pitch share", "rows": rows}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"teacher_comparison_{args.set}.json").write_text(json.dumps(result, indent=1))
+    lines = [f"# Teacher, CD, ECT and iCT on {args.set} at equal training time ({args.budget_s:.0f} s each)", "",
+             f"EDM teacher trained {teacher_s:.0f} s. Task measure: {result['task_measure']}.", "",
+             "| model | steps | NFE | train steps | s/step | FD | KID x1e3 | task |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} ({r['method']}) | {r['steps']} | {r['nfe']} | {r.get('train_steps', '')} | "
+                     f"{r.get('s_per_step', float('nan')):.3f} | {r['fd']:.3f} | {1e3 * r['kid']:.2f} | {r['task']:.3f} |")
+    (out_dir / f"teacher_comparison_{args.set}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
