@@ -222,6 +222,11 @@ def quality(ref: Reference, hand: torch.Tensor, net: torch.Tensor | None) -> dic
     return out
 
 
+def media_quality(gen, ref: Reference, media: torch.Tensor) -> dict:
+    """Quality metrics of decoded media [N, ...] from `gen` against the held-out reference (see `quality`)."""
+    return quality(ref, *_features(gen, media))
+
+
 # ---------------------------------------------------------------- one configuration
 
 
