@@ -1,20 +1,27 @@
 """Named backbone presets for audio (UNet arguments; `dims`/`in_channels` come from the representation).
 
-Waveform presets are 1D with stride-4 levels and dilated residual blocks, so a few levels see hundreds of
-milliseconds; spectrogram presets are 2D over (frequency, frames).
+Waveform presets fold 16-sample patches into channels, then run 1D stride-4 levels with dilated residual blocks;
+spectrogram presets are 2D over (frequency, frames); `dit-*` presets are patch transformers.
 """
 
 PRESETS: dict[str, dict] = {
     # for tests: a few thousand parameters, any representation
     "tiny": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1},
-    # waveforms on a 2-core CPU: 4 levels of stride 4 (64x) that double the width as they go down, so each
-    # level costs about the same; kernel 5 with dilations 1/3/9 gives a receptive field of about 0.5 s at 8 kHz
-    "wave-small": {"channels": 16, "channel_mult": [1, 2, 4, 8], "num_res_blocks": 2, "down_stride": 4,
-                   "kernel_size": 5, "dilations": [1, 3, 9]},
+    # waveforms on a 2-core CPU: 16-sample patches folded into channels (space-to-depth), then 3 levels of
+    # stride 4 with kernel 3 and dilations 1/3/9: the bottom level sees about a second at 8 kHz. Working at
+    # 1/16 of the sample rate makes it ~10x faster than a full-rate 1D UNet of the same size (scratch timing:
+    # ~400x real time one-step at 8 kHz, bf16, 2 cores)
+    "wave-small": {"channels": 48, "channel_mult": [1, 2, 4], "num_res_blocks": 2, "down_stride": 4,
+                   "kernel_size": 3, "dilations": [1, 3, 9], "patch": 16},
     # compressed STFT or log-mel (frequency x frames) on a 2-core CPU, same width-doubling layout
     "spec-small": {"channels": 16, "channel_mult": [1, 2, 4, 8], "num_res_blocks": 2},
     # larger models for a GPU
     "wave-base": {"channels": 64, "channel_mult": [1, 2, 2, 4, 4], "num_res_blocks": 2, "down_stride": 4,
                   "kernel_size": 5, "dilations": [1, 3, 9], "attn_levels": [4]},
     "spec-base": {"channels": 96, "channel_mult": [1, 2, 2, 4], "num_res_blocks": 2, "attn_levels": [3]},
+    # patch transformers (cm_media/nn/transformer.py SIZES) for a 2-core CPU; sin-cos positions fit any clip length.
+    # waveform: 32-sample 1D patches (4 ms at 8 kHz; 128 tokens per 0.512 s clip)
+    "dit-wave-small": {"arch": "dit", "size": "dit-tiny", "patch_size": 32},
+    # compressed STFT / log-mel: 4x4 (frequency x frames) patches, 32 x 8 = 256 tokens for the tones spectrogram
+    "dit-spec-small": {"arch": "dit", "size": "dit-tiny", "patch_size": [4, 4]},
 }
