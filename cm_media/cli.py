@@ -99,6 +99,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     d.add_argument("--steps", type=int, default=1, help="network evaluations per sample (default 1)")
     d.add_argument("--only", default=None, metavar="MODALITIES",
                    help="comma-separated subset of audio,video,image (default: every bundled model)")
+    d.add_argument("--model", action="append", default=[], metavar="MODALITY=SOURCE",
+                   help="use this run or checkpoint instead of a bundled model, e.g. --model audio=runs/tones (repeatable)")
+    d.add_argument("--bench-samples", type=int, default=None, metavar="N",
+                   help="generated samples per configuration for the quality metrics (default: 32 audio/video, 128 image)")
     d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
 

@@ -192,6 +192,17 @@ def folder_windows(infos, seconds: float) -> list[tuple[int, int]]:
     return windows
 
 
+_LAST_TONES: dict = {}  # the last synthesis, so the train and eval splits of one config share it (bench, demo)
+
+
+def cached_tones(*args) -> tuple[torch.Tensor, torch.Tensor]:
+    """make_tones(*args), reusing the previous result for the same arguments (one entry)."""
+    if args not in _LAST_TONES:
+        _LAST_TONES.clear()
+        _LAST_TONES[args] = make_tones(*args)
+    return _LAST_TONES[args]
+
+
 def build_dataset(cfg, codec, part: str = "train"):
     d: AudioDataConfig = cfg.data
     if d.seconds <= 0:
@@ -201,8 +212,8 @@ def build_dataset(cfg, codec, part: str = "train"):
     if d.dataset == "tones":
         if d.tones < 1:
             raise UserError(f"data.tones must be >= 1, got {d.tones}")
-        media, midi = make_tones(d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
-                                 d.midi_high, d.seed)
+        media, midi = cached_tones(d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
+                                   d.midi_high, d.seed)
         s = split(len(media), d.holdout, part)
         return ClipDataset(media[s], codec, midi[s])
     if d.dataset == "folder":

@@ -1,0 +1,317 @@
+"""`cm-media demo`: audio clips, short videos and an image grid from the bundled models, one step each, and a
+report (report.md and report.html, which plays the audio and video inline) with a small speed-vs-quality table
+and plot per modality from the benchmark harness. Nothing is downloaded; a missing bundled model is skipped.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+ORDER = ("audio", "video", "image")
+AUDIO_CLIPS, AUDIO_SECONDS = 4, 2.0
+VIDEO_CLIPS = 4
+IMAGES = 64
+# small benchmark sizes: the whole demo should take about a minute on 2 CPU cores
+BENCH_SIZES = {
+    "audio": {"batch": 8, "num_samples": 32, "max_references": 64},
+    "video": {"batch": 8, "num_samples": 32, "max_references": 64},
+    "image": {"batch": 64, "num_samples": 128, "max_references": 180},
+}
+
+
+@dataclass
+class Section:
+    """What the demo made for one modality."""
+
+    modality: str
+    source: str
+    description: str
+    files: list[Path] = field(default_factory=list)  # the media shown in the report
+    extra: list[Path] = field(default_factory=list)  # e.g. the video frame grid
+    load_s: float = 0.0
+    generate_s: float = 0.0
+    save_s: float = 0.0
+    bench_s: float | None = None
+    records: list[dict] = field(default_factory=list)
+    plot: Path | None = None
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def parse_models(items: list[str]) -> dict[str, str]:
+    """['audio=runs/x', ...] -> {'audio': 'runs/x'}: a run or checkpoint to use instead of a bundled model."""
+    out = {}
+    for item in items or []:
+        name, sep, source = item.partition("=")
+        if not sep or name not in ORDER or not source:
+            raise UserError(f"--model expects MODALITY=SOURCE with MODALITY one of {', '.join(ORDER)}, got {item!r}")
+        out[name] = source
+    return out
+
+
+def parse_only(text: str | None) -> list[str]:
+    if not text:
+        return list(ORDER)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ORDER]
+    if bad or not names:
+        raise UserError(f"--only takes a comma-separated subset of {','.join(ORDER)}, got {text!r}")
+    return [m for m in ORDER if m in names]
+
+
+def bundled_available(modality: str) -> bool:
+    from .registry import get_modality  # noqa: PLC0415
+
+    try:
+        folder = get_modality(modality).pretrained_dir()
+    except UserError:
+        return False
+    return folder is not None and (folder / "model.safetensors").is_file()
+
+
+def _generate(section: Section, gen, out: Path, seed: int, steps: int) -> None:
+    """Generate and save the modality's demo media into `out`, timing the model call and the file writing."""
+    m = section.modality
+    if m == "audio":
+        n, options, target = AUDIO_CLIPS, {"seconds": AUDIO_SECONDS}, out / "audio"
+    elif m == "video":
+        n, options, target = VIDEO_CLIPS, {"separate": True}, out / "video.mp4"
+    else:
+        n, options, target = IMAGES, {}, out / "images.png"
+    t0 = time.perf_counter()
+    media = gen.generate(n, steps=steps, seed=seed, **{k: v for k, v in options.items() if k == "seconds"})
+    section.generate_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    paths = gen.save(media, target, **options)
+    section.save_s = time.perf_counter() - t0
+    if m == "video":
+        section.files = [p for p in paths if p.suffix == ".mp4"]
+        section.extra = [p for p in paths if p.suffix == ".png"]
+    else:
+        section.files = list(paths)
+    shape = "x".join(str(s) for s in media.shape[1:])
+    if m == "audio":
+        rate = gen.cfg.codec.sample_rate
+        section.description = (f"{n} clips of {media.shape[-1] / rate:.1f} s at {rate} Hz ({media.shape[1]} channel(s)), "
+                               f"{steps} step(s)")
+    elif m == "video":
+        fps = gen.cfg.codec.fps
+        section.description = (f"{n} clips of {media.shape[2]} frames ({media.shape[2] / fps:.1f} s at {fps:g} fps, "
+                               f"{media.shape[-2]}x{media.shape[-1]} px, H.264 mp4), {steps} step(s)")
+    else:
+        section.description = f"a grid of {n} images ({shape}), {steps} step(s)"
+
+
+def bench_sizes(modality: str, samples: int | None = None) -> dict:
+    """Timing batch, generated samples and reference size of the demo's benchmark (`samples` scales them)."""
+    sizes = dict(BENCH_SIZES[modality])
+    if samples is not None:
+        if samples < 4:
+            raise UserError(f"--bench-samples must be >= 4, got {samples}")
+        sizes = {"batch": min(sizes["batch"], samples), "num_samples": samples, "max_references": 2 * samples}
+    return sizes
+
+
+def _bench(section: Section, out: Path, seed: int, device: str, samples: int | None) -> None:
+    from . import bench  # noqa: PLC0415
+
+    opts = bench.BenchOptions(steps=[1, 2], repeats=2, warmup=0, seed=seed, device=device, progress=False,
+                              **bench_sizes(section.modality, samples))
+    t0 = time.perf_counter()
+    records = bench.run_bench([section.source], opts)
+    section.records = records
+    section.plot = bench.write_plot(records, out / f"bench_{section.modality}.png")
+    section.bench_s = time.perf_counter() - t0
+
+
+def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list[str] | None = None,
+             models: dict[str, str] | None = None, run_bench: bool = True, device: str = "auto",
+             bench_samples: int | None = None) -> dict:
+    """Make the demo media and report; returns {'sections', 'skipped', 'report_md', 'report_html', 'total_s'}."""
+    from .generator import load  # noqa: PLC0415
+
+    t_start = time.perf_counter()
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    for m in only or list(ORDER):
+        bench_sizes(m, bench_samples)  # check the option before any work
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out must be a folder, but {out} is a file")
+    models = models or {}
+    sections, skipped = [], []
+    for m in only or list(ORDER):
+        source = models.get(m, m)
+        if source == m and not bundled_available(m):
+            note = f"no bundled {m} model in this installation (modalities/{m}/pretrained/model.safetensors)"
+            _say(f"note: skipping {m}: {note}")
+            skipped.append((m, note))
+            continue
+        section = Section(m, source, "")
+        t0 = time.perf_counter()
+        gen = load(source, device=device)
+        section.load_s = time.perf_counter() - t0
+        if gen.cfg.modality != m:
+            raise UserError(f"--model {m}={source} is a {gen.cfg.modality} model, not {m}")
+        _generate(section, gen, out, seed, steps)
+        more = f" (+{len(section.files) - 1} more)" if len(section.files) > 1 else ""
+        _say(f"{m}: {section.description} in {section.generate_s:.2f} s (load {section.load_s:.2f} s, "
+             f"write {section.save_s:.2f} s) -> {section.files[0]}{more}")
+        sections.append(section)
+    if not sections:
+        raise UserError("no model to run: no bundled model is installed and none was given with --model")
+    if run_bench:
+        for section in sections:
+            _bench(section, out, seed, device, bench_samples)
+            _say(f"{section.modality}: speed-vs-quality table (1 and 2 steps, real-data and noise rows) in "
+                 f"{section.bench_s:.1f} s -> {section.plot}")
+    total = time.perf_counter() - t_start
+    md, page = write_report(out, sections, skipped, total, steps)
+    _say(f"report: {page} (open in a browser: plays the audio and video) and {md}")
+    _say(f"demo finished in {time.perf_counter() - t_start:.1f} s; files in {out}/")
+    return {"sections": sections, "skipped": skipped, "report_md": md, "report_html": page, "total_s": total}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(path, out)).as_posix()
+
+
+def _machine() -> str:
+    threads = torch.get_num_threads()
+    cpu = platform.processor() or platform.machine()
+    dev = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else f"CPU {cpu}, {threads} threads"
+    return f"{dev}; torch {torch.__version__}, python {platform.python_version()}"
+
+
+def _timing_rows(sections: list[Section]) -> list[list[str]]:
+    rows = []
+    for s in sections:
+        rows.append([s.modality, s.description, f"{s.load_s:.2f}", f"{s.generate_s:.2f}", f"{s.save_s:.2f}",
+                     "-" if s.bench_s is None else f"{s.bench_s:.1f}"])
+    return rows
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+    "text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}"
+    ".media{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px;color:#555}"
+    "img.pixel,video{image-rendering:pixelated}.note{color:#555;font-size:13px}"
+)
+TIMING_HEADER = ["modality", "what", "load s", "generate s", "write s", "benchmark s"]
+SPEED_QUALITY_NOTE = (
+    "Latency is per batch, the median of 2 timed runs; FD and KID (lower is better) compare generated samples "
+    "with held-out real data on hand-crafted features; `data (train split)` is the score of real data (the "
+    "best reachable at this sample size) and `noise` that of decoded Gaussian noise. Small sample sizes keep "
+    "the demo fast, so read the ranking, not the third digit; `cm-media bench` measures with more samples."
+)
+
+
+def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
+    from .bench import to_markdown  # noqa: PLC0415
+
+    intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, "
+             f"in {total:.1f} s on {_machine()}.")
+    lines = ["# cm-media demo", "", intro, ""]
+    lines += ["| " + " | ".join(TIMING_HEADER) + " |", "|" + "---|" * len(TIMING_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in _timing_rows(sections)]
+    lines.append("")
+    for m, note in skipped:
+        lines += [f"*{m}: skipped, {note}.*", ""]
+    for s in sections:
+        lines += [f"## {s.modality.capitalize()}", "", f"{s.description}; model `{s.source}`.", ""]
+        if s.modality == "image":
+            lines += [f"![generated images]({_rel(s.files[0], out)})", ""]
+        else:
+            lines += [", ".join(f"[{p.name}]({_rel(p, out)})" for p in s.files), ""]
+            lines += [f"![frames]({_rel(p, out)})" for p in s.extra] + ([""] if s.extra else [])
+        if s.records:
+            lines += ["Speed vs quality:", "", to_markdown(s.records), f"![speed vs quality]({_rel(s.plot, out)})", ""]
+    if any(s.records for s in sections):
+        lines += [SPEED_QUALITY_NOTE, ""]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_table_html(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip().startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return _html_table(cells[0], cells[2:])
+
+
+def _html(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
+    from .bench import to_markdown  # noqa: PLC0415
+
+    intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, in "
+             f"{total:.1f} s on {_machine()}.")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>cm-media demo</title>',
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>cm-media demo</h1>",
+        f"<p>{html.escape(intro)}</p>",
+        _html_table(TIMING_HEADER, _timing_rows(sections)),
+    ]
+    for m, note in skipped:
+        parts.append(f'<p class="note">{html.escape(m)}: skipped, {html.escape(note)}.</p>')
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.modality.capitalize())}</h2>")
+        parts.append(f"<p>{html.escape(s.description)}; model <code>{html.escape(s.source)}</code>.</p>")
+        parts.append('<div class="media">')
+        for p in s.files:
+            src = html.escape(_rel(p, out), quote=True)
+            if s.modality == "audio":
+                parts.append(f'<figure><audio controls preload="auto" src="{src}"></audio>'
+                             f"<figcaption>{html.escape(p.name)}</figcaption></figure>")
+            elif s.modality == "video":
+                parts.append(f'<figure><video controls loop muted playsinline preload="auto" width="256" '
+                             f'src="{src}"></video><figcaption>{html.escape(p.name)}</figcaption></figure>')
+            else:
+                parts.append(f'<figure><img class="pixel" src="{src}" alt="generated images" width="512">'
+                             "</figure>")
+        parts.append("</div>")
+        for p in s.extra:
+            parts.append(f'<p><img class="pixel" src="{html.escape(_rel(p, out), quote=True)}" alt="frames, one row '
+                         'per clip"></p>')
+        if s.records:
+            parts.append("<h3>Speed vs quality</h3>")
+            parts.append(_markdown_table_html(to_markdown(s.records)))
+            parts.append(f'<p><img src="{html.escape(_rel(s.plot, out), quote=True)}" alt="speed vs quality plot" '
+                         'width="800"></p>')
+    if any(s.records for s in sections):
+        parts.append(f'<p class="note">{html.escape(SPEED_QUALITY_NOTE)}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out: Path, sections: list[Section], skipped, total: float, steps: int) -> tuple[Path, Path]:
+    from .checkpoint import atomic_write_bytes  # noqa: PLC0415
+
+    md, page = out / "report.md", out / "report.html"
+    atomic_write_bytes(md, _markdown(out, sections, skipped, total, steps).encode())
+    atomic_write_bytes(page, _html(out, sections, skipped, total, steps).encode())
+    return md, page
+
+
+def main(args) -> int:
+    run_demo(args.out, seed=args.seed, steps=args.steps, only=parse_only(args.only), models=parse_models(args.model),
+             run_bench=not args.no_bench, device=args.device, bench_samples=args.bench_samples)
+    return 0
