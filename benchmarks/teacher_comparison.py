@@ -39,7 +39,7 @@ from cm_media.training import train  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {
     "digits": {"dir": "image", "prefix": "digits", "ct": "digits_ict.yaml"},
-    "tones": {"dir": "audio", "prefix": "tones_waveform", "ct": "tones_waveform_ict.yaml"},
+    "tones": {"dir": "audio", "prefix": "tones_spectrogram", "ct": "tones_spectrogram_ict.yaml"},
 }
 
 

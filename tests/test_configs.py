@@ -14,7 +14,7 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 def test_every_modality_has_teacher_cd_and_ect_configs():
     names = {p.name for p in CONFIGS}
-    for prefix in ("digits", "tones_waveform", "moving_digits"):
+    for prefix in ("digits", "tones_waveform", "tones_spectrogram", "moving_digits"):
         for kind in ("edm", "cd", "ect"):
             assert f"{prefix}_{kind}.yaml" in names
 

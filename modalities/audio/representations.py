@@ -153,7 +153,8 @@ class MelCodec(_FramedCodec):
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         b, c, m, t = x.shape
-        mel = ((x.float().clamp(-1, 1.5) + 1) / 2 * (self.hi - self.lo) + self.lo).exp() * self.gain
+        # x = 1 is a magnitude of 4 (a full-scale sine sits near 0.8): larger model outputs are clipped there
+        mel = ((x.float().clamp(-1, 1) + 1) / 2 * (self.hi - self.lo) + self.lo).exp() * self.gain
         mag = (self.inverse_fb.to(x.device) @ mel.reshape(b * c, m, t)).clamp_min(0)  # [B*C, F, T]
         k = self.cfg
         wav = AF.griffinlim(mag, self.window.to(x.device), k.n_fft, k.hop, k.n_fft, 1.0, k.griffin_lim_iters,
