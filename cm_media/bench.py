@@ -41,6 +41,7 @@ class BenchOptions:
     device: str = "auto"
     bf16: bool | None = None  # None: the run's sample.bf16
     baselines: bool = True  # add rows for real train-split data and for decoded Gaussian noise
+    shape_options: dict = field(default_factory=dict)  # e.g. {"seconds": 60}: the timed/memory shape
     progress: bool = True
 
 
@@ -251,7 +252,7 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
     dev = gen.device
     batch = opts.batch or gen.cfg.sample.batch_size
     bf16 = gen.cfg.sample.bf16 if opts.bf16 is None else opts.bf16
-    shape = gen.modality.sample_shape(gen.cfg, gen.codec)
+    shape = gen.modality.sample_shape(gen.cfg, gen.codec, **opts.shape_options)  # timed shape; quality: default
     g = torch.Generator().manual_seed(opts.seed)
     noise = torch.randn((batch, *shape), generator=g).to(dev)  # [B, C, *axes]
     nfe = steps if sampler == "consistency" else 2 * steps - 1
@@ -462,6 +463,7 @@ def main(args) -> int:
         steps=parse_steps(args.steps), teacher_steps=args.teacher_steps, batch=args.batch,
         num_samples=args.num_samples, repeats=args.repeats, seed=args.seed, device=args.device, bf16=args.bf16,
         baselines=not args.no_baselines, progress=not args.no_progress,
+        shape_options={k: v for k, v in (("seconds", args.seconds), ("frames", args.frames)) if v is not None},
     )
     records = run_bench(args.sources, opts)
     print(to_markdown(records), end="")

@@ -66,6 +66,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    b.add_argument("--seconds", type=float, default=None,
+                   help="audio: time and measure memory at this clip length (quality stays at the training length)")
+    b.add_argument("--frames", type=int, default=None,
+                   help="video: time and measure memory at this many frames (quality stays at the training length)")
     b.add_argument("--no-baselines", action="store_true", help="skip the real-data and noise calibration rows")
     b.add_argument("--json", default=None, help="write one JSON record per configuration here")
     b.add_argument("--markdown", default=None, help="write the Markdown table here")

@@ -145,3 +145,12 @@ def test_modality_features_dispatch_to_the_package_module():
     with pytest.raises(NotImplementedError, match="bare"):
         Bare().features(x, None)
     assert Bare().learned_features(x, None) is None
+
+
+def test_bench_times_the_requested_audio_length_with_the_bundled_model():
+    """--seconds sets the timed clip length (the real-time factor's audio seconds); quality keeps the default."""
+    opts = bench.BenchOptions(steps=[1], batch=1, num_samples=8, max_references=16, repeats=1, warmup=0,
+                              baselines=False, progress=False, shape_options={"seconds": 3.0})
+    (rec,) = bench.run_bench(["audio"], opts)
+    assert rec["audio_seconds"] == pytest.approx(3.0, abs=0.02)  # 189 STFT frames of 128 samples, whole hops
+    assert rec["num_samples"] == 8 and rec["peak_memory_mib"] is not None
