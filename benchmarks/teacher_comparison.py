@@ -50,11 +50,14 @@ def config_path(name: str, kind: str) -> Path:
 
 
 def train_run(config: Path, out: Path, overrides: list[str]) -> float:
-    """Train unless `out` holds a checkpoint; returns the training seconds (from metrics.jsonl when reused)."""
-    if ckpt.latest_checkpoint(out) is None:
-        cfg = load_config(config, overrides)
+    """Train `out` to the end (resuming a stopped run); returns the training seconds from metrics.jsonl."""
+    cfg = load_config(config, overrides)
+    found = ckpt.step_checkpoints(out)
+    if not found or found[-1][0] < cfg.train.steps:
         print(f"training {config.name} -> {out} ({cfg.train.steps} steps)", flush=True)
-        train(cfg, out, progress=False)
+        train(cfg, out, resume=bool(found), progress=False)
+        if ckpt.step_checkpoints(out)[-1][0] < cfg.train.steps:
+            raise SystemExit(f"{out} stopped before step {cfg.train.steps}; rerun to continue")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return float(rows[-1]["elapsed_s"]) if rows else float("nan")
 
@@ -121,17 +124,24 @@ def main() -> None:
     teacher = runs / "edm"
     teacher_s = train_run(config_path(args.set, "edm"), teacher, args.set_all)
     students = {"ict": [], "cd": [f"method.teacher={teacher}"], "ect": [f"method.teacher={teacher}"]}
-    costs = {}
+    costs_file = runs / "seconds_per_step.json"  # measured once, so a rerun trains the same step counts
+    costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
     for kind, extra in students.items():
-        costs[kind] = seconds_per_step(config_path(args.set, kind), args.set_all + extra, runs / f"_calib_{kind}")
+        if kind not in costs:
+            costs[kind] = seconds_per_step(config_path(args.set, kind), args.set_all + extra, runs / f"_calib_{kind}")
+            costs_file.write_text(json.dumps(costs))
         print(f"{kind}: {costs[kind]:.3f} s/step", flush=True)
     trained = {}
     for kind, extra in students.items():
         steps = max(50, math.floor(args.budget_s / costs[kind]))
         out = runs / f"{kind}_{int(args.budget_s)}s"
-        # the curriculum and schedules see the budgeted step count, as a user training this long would set it
+        # the curriculum and schedules see the budgeted step count, as a user training this long would set it;
+        # ECT's stages shrink in proportion, so a short run still walks its whole t - r schedule
+        cfg = load_config(config_path(args.set, kind), args.set_all + extra)
+        scale = [f"method.stage_steps={max(1, round(cfg.method.stage_steps * steps / cfg.train.steps))}"] \
+            if kind == "ect" else []
         trained[kind] = (out, steps, train_run(config_path(args.set, kind), out,
-                                               args.set_all + extra + [f"train.steps={steps}"]))
+                                               args.set_all + extra + [f"train.steps={steps}"] + scale))
     task, opts, refs = TaskScore(args.set), BenchOptions(num_samples=args.n, progress=False), {}
     rows = evaluate(teacher, [int(s) for s in args.teacher_steps.split(",")], args.n, task, opts, refs)
     for kind, (out, steps, secs) in trained.items():
@@ -142,9 +152,10 @@ def main() -> None:
     gen = cm_media.load(teacher)
     from cm_media.bench import _decode, data_items  # noqa: PLC0415
 
-    held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)
-    ref_row = {"run": "held-out real data", "method": "-", "steps": 0, "nfe": 0,
-               **{k: media_quality(gen, refs[gen.cfg.modality], held)[k] for k in ("fd", "kid")},
+    train_part = _decode(gen, data_items(gen, "train", args.n, 0), 64)  # FD/KID: the held-out split is the reference
+    held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)  # task: digits' realism is measured against train
+    ref_row = {"run": "real data (FD/KID: train split; task: held out)", "method": "-", "steps": 0, "nfe": 0,
+               **{k: media_quality(gen, refs[gen.cfg.modality], train_part)[k] for k in ("fd", "kid")},
                "task": real(held[:64] if args.set == "tones" else held, gen)}
     rows.append(ref_row)
     result = {"set": args.set, "budget_s": args.budget_s, "teacher_train_s": teacher_s, "costs_s_per_step": costs,
