@@ -82,13 +82,17 @@ def _proc_status_kib(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _fix_malloc_threshold() -> None:
-    """Make glibc return large freed blocks to the OS at once, so RSS tracks live tensor memory."""
+def _fix_malloc_threshold(nbytes: int = 128 * 1024) -> None:
+    """Fix glibc's mmap threshold (M_MMAP_THRESHOLD; this also stops it growing on its own).
+
+    128 KiB while memory is measured: large freed blocks go back to the OS at once, so RSS tracks live tensor
+    memory. Left there, every large activation would be a fresh mmap with page faults on each call, which made
+    timed spectrogram generation up to 2x slower; so timing runs with 32 MiB, glibc's own upper limit."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed (disables glibc's growing threshold)
+        libc.mallopt(-3, nbytes)
     except (OSError, AttributeError):
         pass
 
@@ -102,12 +106,16 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float |
         out = fn()
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated", out
+    _fix_malloc_threshold()
     base = _proc_status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter
     except OSError:
         base = None
-    out = fn()
+    try:
+        out = fn()
+    finally:
+        _fix_malloc_threshold(32 * 2**20)
     if base is None:
         return None, "unavailable", out
     return max(_proc_status_kib("VmHWM") - base, 0) / 1024, "rss peak (VmHWM)", out
@@ -320,7 +328,6 @@ def run_bench(sources: list[str], opts: BenchOptions | None = None) -> list[dict
         raise UserError("--steps must be >= 1 and --teacher-steps >= 2")
     if opts.num_samples < 4 or (opts.batch is not None and opts.batch < 1) or opts.repeats < 1:
         raise UserError("--num-samples must be >= 4, --batch and --repeats >= 1")
-    _fix_malloc_threshold()
     entries = load_entries(sources, opts.device)
     plan = [(e, "consistency", s) for e in entries if e.gen.is_consistency for s in opts.steps]
     plan += [(e, "edm-heun", opts.teacher_steps) for e in entries if not e.gen.is_consistency]
