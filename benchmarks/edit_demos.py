@@ -3,6 +3,11 @@
     python benchmarks/edit_demos.py audio RUN --recording FILE [--gap 1.0] [--window 1.5]
     python benchmarks/edit_demos.py video RUN [--keep 4]
 
+For the audio demo of benchmarks/README.md (a model that never heard the gap):
+    python benchmarks/edit_demos.py audio - --recording FILE --gap 1.0 --prepare-folder runs/speech_gap_data
+    cm-media train benchmarks/speech_gap.yaml --out runs/speech_gap
+    python benchmarks/edit_demos.py audio runs/speech_gap --recording FILE --start 0.5 --window 1.25 --gap 1.0
+
 Both use the core's masked multistep sampler (`Generator.edit`): the kept region is re-imposed after every
 step, so it must come back unchanged; the masked region is regenerated so it joins what surrounds it.
 "Plausible" is measured against the truth that was cut out, beside simple fills a user might try instead:
@@ -47,6 +52,24 @@ def gap_scores(fill: torch.Tensor, truth: torch.Tensor, rate: int) -> dict:
     d = (logmel_db(fill, rate) - logmel_db(truth, rate)).abs().mean().item()
     ratio = (fill.pow(2).mean().sqrt() / truth.pow(2).mean().sqrt().clamp_min(1e-9)).item()
     return {"logmel_l1_db": d, "rms_ratio": ratio}
+
+
+def prepare_folder(args) -> None:
+    """Write the recording without the gap (and `--margin` around it) as two wav files at the model rate, a
+    training folder for a model that has never heard the cut-out part (`data.dataset: folder`)."""
+    import soundfile as sf  # noqa: PLC0415
+    import torchaudio  # noqa: PLC0415
+
+    wav, rate = sf.read(args.recording, dtype="float32", always_2d=True)  # [T, C]
+    mono = torch.from_numpy(wav.mean(1))
+    mono = torchaudio.functional.resample(mono, rate, args.rate)
+    a = int((args.gap - args.margin) * args.rate)
+    b = int((args.gap + args.gap_len + args.margin) * args.rate)
+    out = Path(args.prepare_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    sf.write(out / "before_gap.wav", mono[:a].numpy(), args.rate)
+    sf.write(out / "after_gap.wav", mono[b:].numpy(), args.rate)
+    print(f"wrote {out}/before_gap.wav ({a / args.rate:.2f} s) and after_gap.wav ({(len(mono) - b) / args.rate:.2f} s)")
 
 
 def audio_demo(args) -> dict:
@@ -176,7 +199,14 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=64, help="video: held-out clips to score")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--prepare-folder", default=None, metavar="DIR",
+                    help="audio: only write the recording minus the gap (+- --margin) to DIR, for training")
+    ap.add_argument("--margin", type=float, default=0.05)
+    ap.add_argument("--rate", type=int, default=8000)
     args = ap.parse_args()
+    if args.prepare_folder:
+        prepare_folder(args)
+        return
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"edit_{args.modality}")
     if args.modality == "audio" and not args.recording:
         ap.error("audio needs --recording FILE")
