@@ -96,19 +96,25 @@ class Generator:
         return torch.cat(out)
 
     def edit(self, media: torch.Tensor, mask: torch.Tensor, steps: int | None = None, seed: int = 0,
-             bf16: bool | None = None) -> torch.Tensor:
-        """Regenerate the model-space region where mask = 1 and keep the rest exactly (media [B, ...] in, out)."""
+             bf16: bool | None = None, init: torch.Tensor | None = None,
+             sigmas: list[float] | None = None) -> torch.Tensor:
+        """Regenerate the model-space region where mask = 1 and keep the rest exactly (media [B, ...] in, out).
+
+        `init` (media like `media`) is a first guess for the masked region, refined from `sigmas` (default: the
+        model's step sigmas, which start at sigma_max and so ignore most of the guess); see masked_multistep."""
         if not self.is_consistency:
             raise UserError("editing needs a consistency model; this run is an EDM diffusion model")
         steps = steps or max(self.cfg.sample.steps, 2)
         known = self.codec.encode(media.to(self.device))  # [B, C, *axes]
         if mask.shape[2:] != known.shape[2:]:
             raise UserError(f"mask shape {tuple(mask.shape)} does not fit the input's model shape {tuple(known.shape)}")
+        guess = None if init is None else self.codec.encode(init.to(self.device))
         gen = torch.Generator().manual_seed(seed)
-        sigmas = self.step_sigmas(steps)
+        sigmas = self.step_sigmas(steps) if sigmas is None else [float(s) for s in sigmas]
         bf16 = self.cfg.sample.bf16 if bf16 is None else bf16
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            x = masked_multistep(self.model, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen)
+            x = masked_multistep(self.model, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
+                                 init=guess)
         return self.codec.decode(x.float()).cpu()
 
     def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, **options: Any):

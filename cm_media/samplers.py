@@ -82,10 +82,15 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
 
 @torch.no_grad()
 def masked_multistep(
-    f: Fn, known: torch.Tensor, mask: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None
+    f: Fn, known: torch.Tensor, mask: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Zero-shot editing (Song et al. 2023, alg. 4 with A = identity): regenerate where mask = 1, keep `known`
-    exactly where mask = 0. Inpainting, audio infilling, video interpolation and prediction are all this."""
+    exactly where mask = 0. Inpainting, audio infilling, video interpolation and prediction are all this.
+
+    `init`, a first guess for the masked region (e.g. a cross-fade of the kept frames), is noised to sigmas[0]
+    instead of starting from zeros (SDEdit, Meng et al. 2022): with a small sigmas[0] its layout survives and
+    the model only makes it look real."""
     mask = mask.to(known.dtype).expand_as(known)
     keep = 1 - mask
 
@@ -93,7 +98,8 @@ def masked_multistep(
         return torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
 
     sigmas = [float(s) for s in sigmas]
-    x = keep * known + mask * f(known * keep + sigmas[0] * noise_like(), _sig(known, sigmas[0]))
+    start = known * keep if init is None else known * keep + init * mask
+    x = keep * known + mask * f(start + sigmas[0] * noise_like(), _sig(known, sigmas[0]))
     for tau in sigmas[1:]:
         x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), _sig(known, tau))
         x = keep * known + mask * x

@@ -69,6 +69,37 @@ def test_masked_editing_keeps_known_region_exactly():
         assert not torch.allclose(out[~keep], known[~keep])
 
 
+def test_masked_editing_init_is_noised_from_sigma0():
+    """With init, the first network input in the masked region is init + sigma0 * z (SDEdit), not 0 + sigma0 * z."""
+    known, init = torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 3.0)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 1:3, 1:3] = 1
+    seen = []
+
+    def f(x, s):
+        seen.append(x.clone())
+        return x
+
+    g = torch.Generator().manual_seed(0)
+    out = samplers.masked_multistep(f, known, mask, [0.5], generator=g, init=init)
+    z = torch.randn(known.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[0], known * (1 - mask) + init * mask + 0.5 * z)
+    assert torch.equal(out[mask.bool().expand_as(out) == 0], known[mask.bool().expand_as(known) == 0])
+
+
+def test_crossfade_fill_is_linear_between_kept_frames():
+    from modalities.video.edit import crossfade_fill
+
+    clips = torch.zeros(1, 1, 6, 2, 2)
+    clips[:, :, 0] = 1.0
+    clips[:, :, 4] = 5.0
+    clips[:, :, 5] = 7.0
+    out = crossfade_fill(clips, [1, 2, 3])
+    assert [out[0, 0, t, 0, 0].item() for t in range(6)] == [1.0, 2.0, 3.0, 4.0, 5.0, 7.0]
+    tail = crossfade_fill(clips, [4, 5])  # a run at the end holds the last kept frame
+    assert tail[0, 0, 4, 0, 0].item() == 0.0 and tail[0, 0, 5, 0, 0].item() == 0.0
+
+
 def test_slerp_endpoints_and_norm():
     z0, z1 = torch.randn(1, 3, 16), torch.randn(1, 3, 16)
     assert torch.allclose(samplers.slerp(z0, z1, 0.0), z0, atol=1e-5)

@@ -35,3 +35,32 @@ def frame_mask(spec: str, model_shape: tuple[int, ...]) -> torch.Tensor:
     mask = torch.zeros(1, 1, *model_shape[2:])
     mask[:, :, sorted(chosen)] = 1
     return mask
+
+
+def crossfade_fill(clips: torch.Tensor, frames: list[int]) -> torch.Tensor:
+    """A first guess for regenerated frames [B, C, T, H, W]: each run of listed frames becomes a linear
+    cross-fade between the kept frames around it (the nearest kept frame where the run touches an end)."""
+    out = clips.clone()
+    total = clips.shape[2]
+    chosen = sorted(set(frames))
+    runs, start = [], None
+    for t in chosen:
+        if start is None:
+            start = prev = t
+        elif t == prev + 1:
+            prev = t
+        else:
+            runs.append((start, prev))
+            start = prev = t
+    if start is not None:
+        runs.append((start, prev))
+    for a, b in runs:
+        before, after = a - 1, b + 1
+        if before < 0 and after >= total:
+            continue  # nothing kept to fade from
+        left = clips[:, :, max(before, 0) if before >= 0 else after]
+        right = clips[:, :, after if after < total else before]
+        for t in range(a, b + 1):
+            w = (t - before) / (after - before)  # 0 at the kept frame before, 1 at the one after
+            out[:, :, t] = (1 - w) * left + w * right
+    return out
