@@ -84,6 +84,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
                         "audio a time range START:END in seconds; video frame indices like 3,4,5 or 3-5")
     e.add_argument("--steps", type=int, default=None, help="network evaluations (default: max(2, sample.steps))")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--from-guess", type=float, default=None, metavar="SIGMA",
+                   help="start from the modality's first guess (video: a cross-fade of the kept frames) noised to "
+                        "SIGMA (e.g. 2) and refine it in one step, instead of generating the region from noise")
     e.add_argument("--out", default=None, help="output file")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -173,8 +176,17 @@ def cmd_edit(args) -> int:
         raise UserError(str(exc)) from None
     shape = tuple(gen.codec.encode(media).shape)
     mask = gen.modality.edit_mask(args.mask, shape, gen.cfg)
+    init, sigmas = None, None
+    if args.from_guess is not None:
+        if not args.from_guess > 0:
+            raise UserError(f"--from-guess must be a noise level > 0, got {args.from_guess}")
+        try:
+            init = gen.modality.edit_guess(media, mask, gen.cfg)
+        except NotImplementedError as exc:
+            raise UserError(str(exc)) from None
+        sigmas = [args.from_guess]
     t0 = time.perf_counter()
-    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed)
+    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas)
     elapsed = time.perf_counter() - t0
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
     paths = gen.save(edited, out)

@@ -58,6 +58,10 @@ class Modality:
         """Parse a `--mask` spec into a model-space mask [1, 1, *axes] (1 = regenerate, 0 = keep)."""
         raise NotImplementedError(f"modality {self.name!r} has no edit masks")
 
+    def edit_guess(self, media: torch.Tensor, mask: torch.Tensor, cfg) -> torch.Tensor:
+        """A first guess for the masked region of media [B, ...] (e.g. a video cross-fade), for `edit --from-guess`."""
+        raise NotImplementedError(f"modality {self.name!r} has no first-guess fill for editing")
+
     def pretrained_dir(self) -> Path | None:
         """Folder of the bundled pretrained model for `cm-media generate <modality>`, if one ships."""
         return None

@@ -9,7 +9,7 @@ from cm_media.modality import Modality
 
 from .codec import WRITE_SUFFIXES, VideoCodec, VideoCodecConfig
 from .datasets import VideoDataConfig, build_dataset
-from .edit import frame_mask
+from .edit import crossfade_fill, frame_mask
 from .io import save_frame_grid, write_clips
 from .presets import PRESETS
 
@@ -78,6 +78,9 @@ class VideoModality(Modality):
 
     def edit_mask(self, spec, model_shape, cfg):
         return frame_mask(spec, model_shape)
+
+    def edit_guess(self, media, mask, cfg):
+        return crossfade_fill(media, mask[0, 0, :, 0, 0].nonzero().flatten().tolist())  # frames to regenerate
 
     def pretrained_dir(self):
         return Path(__file__).parent / "pretrained"

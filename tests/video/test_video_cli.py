@@ -72,3 +72,30 @@ def test_sample_shape_honours_frames_and_seconds():
     assert m.sample_shape(cfg, codec) == (1, 16, 32, 32)
     assert m.sample_shape(cfg, codec, frames=5) == (1, 5, 32, 32)
     assert m.sample_shape(cfg, codec, seconds=1.5, fps=4) == (1, 6, 32, 32)
+
+
+def test_edit_from_crossfade_guess_keeps_frames_and_rejects_bad_use(tmp_path, capsys):
+    """`edit --from-guess SIGMA` on the bundled video model: kept frames come back (to codec precision), the
+    regenerated ones differ from the plain cross-fade; images have no guess and a bad sigma is a user error."""
+    import torch
+
+    import cm_media
+
+    gen = cm_media.load("video")
+    clip = gen.generate(1, steps=1, seed=3)  # [1, 1, 16, 32, 32]
+    src = gen.save(clip, tmp_path / "in.mp4")[0]
+    out = tmp_path / "out.mp4"
+    assert main(["edit", "video", "--input", str(src), "--mask", "6-9", "--from-guess", "2", "--out", str(out)]) == 0
+    media = gen.modality.read(src, gen.cfg, gen.codec)
+    edited = gen.modality.read(out, gen.cfg, gen.codec)
+    kept = [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    assert (edited[:, :, kept] - media[:, :, kept]).abs().mean() < 0.02  # H.264 round trip, not the model
+    fade = gen.modality.edit_guess(media, gen.modality.edit_mask("6-9", (1, 1, 16, 32, 32), gen.cfg), gen.cfg)
+    assert (edited[:, :, 6:10] - fade[:, :, 6:10]).abs().mean() > 0.005
+    capsys.readouterr()
+    assert main(["edit", "video", "--input", str(src), "--mask", "6-9", "--from-guess", "0", "--out", str(out)]) == 2
+    assert "--from-guess" in capsys.readouterr().err
+    png = tmp_path / "digit.png"
+    cm_media.load("image").save(torch.rand(1, 1, 8, 8), png)
+    assert main(["edit", "image", "--input", str(png), "--mask", "center", "--from-guess", "2"]) == 2
+    assert "no first-guess fill" in capsys.readouterr().err
