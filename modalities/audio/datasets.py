@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -192,15 +193,10 @@ def folder_windows(infos, seconds: float) -> list[tuple[int, int]]:
     return windows
 
 
-_LAST_TONES: dict = {}  # the last synthesis, so the train and eval splits of one config share it (bench, demo)
-
-
+@lru_cache(maxsize=1)
 def cached_tones(*args) -> tuple[torch.Tensor, torch.Tensor]:
-    """make_tones(*args), reusing the previous result for the same arguments (one entry)."""
-    if args not in _LAST_TONES:
-        _LAST_TONES.clear()
-        _LAST_TONES[args] = make_tones(*args)
-    return _LAST_TONES[args]
+    """make_tones(*args), reusing the last synthesis, so the train and eval splits of one config share it."""
+    return make_tones(*args)
 
 
 def build_dataset(cfg, codec, part: str = "train"):

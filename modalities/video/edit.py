@@ -6,6 +6,8 @@ or `predict:K` (keep the first K frames, generate the rest).
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import torch
 
 from cm_media.errors import UserError
@@ -43,24 +45,15 @@ def crossfade_fill(clips: torch.Tensor, frames: list[int]) -> torch.Tensor:
     out = clips.clone()
     total = clips.shape[2]
     chosen = sorted(set(frames))
-    runs, start = [], None
-    for t in chosen:
-        if start is None:
-            start = prev = t
-        elif t == prev + 1:
-            prev = t
-        else:
-            runs.append((start, prev))
-            start = prev = t
-    if start is not None:
-        runs.append((start, prev))
-    for a, b in runs:
-        before, after = a - 1, b + 1
+    # consecutive frames share t - index, so each group is one run [a, b]
+    for _, group in groupby(enumerate(chosen), key=lambda p: p[1] - p[0]):
+        run = [t for _, t in group]
+        before, after = run[0] - 1, run[-1] + 1
         if before < 0 and after >= total:
             continue  # nothing kept to fade from
-        left = clips[:, :, max(before, 0) if before >= 0 else after]
+        left = clips[:, :, before if before >= 0 else after]
         right = clips[:, :, after if after < total else before]
-        for t in range(a, b + 1):
+        for t in run:
             w = (t - before) / (after - before)  # 0 at the kept frame before, 1 at the one after
             out[:, :, t] = (1 - w) * left + w * right
     return out
