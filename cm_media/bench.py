@@ -265,7 +265,7 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
     noise = torch.randn((batch, *shape), generator=g).to(dev)  # [B, C, *axes]
     nfe = steps if sampler == "consistency" else 2 * steps - 1
 
-    backbone = gen.model.backbone
+    backbone = gen.net(bf16).backbone
     c_noise = torch.full((batch,), math.log(gen.cfg.method.sigma_max) / 4, device=dev)  # [B]
 
     def sample():

@@ -57,3 +57,29 @@ def test_speed_options_table_with_a_failing_compile(repo_root, digits_config, tm
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
     assert len(lines) == 1 + 8 and all(ln.count(" | ") == lines[0].count(" | ") for ln in lines)
     assert "error: RuntimeError: backend compiler failed" in table and "Fastest with unchanged quality" in table
+
+
+def test_bf16_twin_matches_autocast_and_leaves_float32_sampling_alone(digits_config, tmp_path):
+    """Generator.net(bf16=True) stores conv/linear weights in bf16 once; sampling through it equals autocast over the
+    float32 model (same roundings), and a later float32 call still uses the untouched float32 model."""
+    from cm_media.generator import load
+
+    sets = {"train.steps": 1, "train.batch_size": 8, "train.log_every": 1, "train.warmup_steps": 1,
+            "backbone.preset": "tiny", "train.checkpoint_every": 1000}
+    run = tmp_path / "tiny_run"
+    train(load_config(digits_config, [f"{k}={v}" for k, v in sets.items()]), run, progress=False)
+    gen = load(run, device="cpu")
+    for p in gen.model.parameters():  # a trained-looking model (the output layer starts at zero)
+        p.data.add_(0.05 * torch.randn_like(p))
+    fp32_before = gen.generate(4, steps=2, bf16=False)
+    twin = gen.net(True)
+    assert twin is not gen.model and gen.net(True) is twin and gen.net(False) is gen.model
+    convs = [m for m in twin.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert all(p.dtype == torch.float32 for p in gen.model.parameters())
+    noise = torch.randn(4, *gen.modality.sample_shape(gen.cfg, gen.codec))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.allclose(twin(noise, torch.full((4,), 2.0)).float(), gen.model(noise, torch.full((4,), 2.0)).float(),
+                              atol=2e-2)
+    assert torch.equal(gen.generate(4, steps=2, bf16=False), fp32_before)
+    assert gen.generate(4, steps=1, bf16=True).shape == fp32_before.shape

@@ -74,3 +74,31 @@ def test_unet_patch_stem_keeps_any_length(dims, shape, patch):
 def test_unet_bad_patch_is_a_user_error():
     with pytest.raises(UserError, match="patch"):
         build_backbone({"channels": 8, "channel_mult": [1], "patch": [2, 2]}, {}, dims=1, in_channels=1)
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 64, 8, 6), 32), ((2, 16, 5, 7, 2), 8), ((2, 48, 4, 4), 16), ((2, 1, 4, 4), 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_channels_last_fast_path_matches_the_native_kernel(shape, groups, dtype):
+    from cm_media.nn.layers import GroupNorm, _channels_last
+
+    torch.manual_seed(0)
+    norm = GroupNorm(groups, shape[1])
+    norm.weight.data.normal_()
+    norm.bias.data.normal_()
+    x = (torch.randn(shape) * 3 + 1).to(dtype)
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    xcl = x.contiguous(memory_format=fmt)
+    assert _channels_last(xcl) == (shape[1] > 1) and not _channels_last(x)
+    scale, shift = torch.randn(shape[0], shape[1]), torch.randn(shape[0], shape[1])
+    ref_scale, ref_shift = (t.view(*t.shape, *[1] * (len(shape) - 2)) for t in (scale, shift))
+    with torch.no_grad():
+        ref = torch.nn.functional.group_norm(x.float(), groups, norm.weight, norm.bias)
+        cases = [(norm(xcl), ref),
+                 (norm.modulated(xcl, scale, shift, silu=True), torch.nn.functional.silu(ref * (1 + ref_scale) + ref_shift)),
+                 (norm.modulated(x, scale, shift, silu=True), torch.nn.functional.silu(ref * (1 + ref_scale) + ref_shift))]
+    tol = 1e-4 if dtype == torch.float32 else 0.1
+    for i, (out, expected) in enumerate(cases):
+        fast = i < 2 and shape[1] > 1
+        assert out.shape == x.shape and (out.dtype == dtype or not fast)  # the fast path keeps the input dtype
+        assert (out.float() - expected).abs().max() < tol
+    assert norm(xcl).is_contiguous(memory_format=fmt)  # the layout the next conv wants is kept

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .layers import GroupNorm
+
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sdpa", "xformers")
 
@@ -112,7 +114,7 @@ class SelfAttention(nn.Module):
             raise ValueError(f"attention channels {channels} not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.backend = backend
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = GroupNorm(groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj.weight)

@@ -26,6 +26,53 @@ def norm_groups(channels: int, max_groups: int = 32) -> int:
     return math.gcd(channels, max_groups)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4D/5D CPU tensor stored channels-last (and not also plain contiguous, e.g. C == 1)."""
+    if x.device.type != "cpu" or x.dim() not in (4, 5) or x.is_contiguous():
+        return False
+    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    return x.is_contiguous(memory_format=fmt)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and results) with a fast path for channels-last CPU tensors.
+
+    PyTorch's CPU kernel for channels-last bf16 input with several channels per group is up to 30x slower than
+    for plain layout (1.8 ms vs 63 us for [16, 64, 32, 8]): it was 40% of the audio model's one-step time. The
+    fast path sums x and x^2 per channel over the channels-last view (fp32), pools them per group, and applies
+    the per-(sample, channel) affine map in one pass, with a FiLM scale/shift and SiLU folded in (`modulated`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.modulated(x)
+
+    def modulated(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                  silu: bool = False) -> torch.Tensor:
+        """[silu](norm(x) * (1 + scale) + shift) with scale, shift [B, C] (or None)."""
+        if not _channels_last(x):
+            h = super().forward(x)
+            if scale is not None:
+                h = h * (1 + append_dims(scale, h.ndim)) + append_dims(shift, h.ndim)
+            return F.silu(h) if silu else h
+        b, c = x.shape[:2]
+        xl = x.movedim(1, -1)  # [B, *axes, C], contiguous
+        flat = xl.reshape(b, -1, c)  # [B, N, C]
+        n = flat.shape[1] * (c // self.num_groups)
+        s1 = flat.sum(1, dtype=torch.float32).view(b, self.num_groups, -1).sum(-1)  # [B, G]
+        s2 = flat.to(torch.float32, copy=True).square_().sum(1).view(b, self.num_groups, -1).sum(-1)
+        mean = s1 / n
+        rstd = torch.rsqrt((s2 / n - mean.square()).clamp_min(0) + self.eps)
+        rstd, mean = (t.repeat_interleave(c // self.num_groups, 1) for t in (rstd, mean))  # [B, C]
+        a = rstd * self.weight.float() if self.affine else rstd
+        off = self.bias.float() - mean * a if self.affine else -mean * a
+        if scale is not None:
+            a, off = a * (1 + scale.float()), off * (1 + scale.float()) + shift.float()
+        view = (b,) + (1,) * (x.dim() - 2) + (c,)
+        out = torch.addcmul(off.to(x.dtype).view(view), xl, a.to(x.dtype).view(view))  # [B, *axes, C]
+        if silu:
+            F.silu(out, inplace=True)
+        return out.movedim(-1, 1)
+
+
 def zero_module(module: nn.Module) -> nn.Module:
     """Zero every parameter so the block starts as the identity (residual) or as zero (output)."""
     for p in module.parameters():
@@ -59,19 +106,18 @@ class ResBlock(nn.Module):
     def __init__(self, dims, in_ch, out_ch, emb_dim, dropout=0.0, kernel_size=3, dilation=1):
         super().__init__()
         pad = dilation * (kernel_size - 1) // 2
-        self.norm1 = nn.GroupNorm(norm_groups(in_ch), in_ch)
+        self.norm1 = GroupNorm(norm_groups(in_ch), in_ch)
         self.conv1 = conv_nd(dims, in_ch, out_ch, kernel_size, padding=pad, dilation=dilation)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2 = nn.GroupNorm(norm_groups(out_ch), out_ch)
+        self.norm2 = GroupNorm(norm_groups(out_ch), out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_module(conv_nd(dims, out_ch, out_ch, kernel_size, padding=pad, dilation=dilation))
         self.skip = nn.Identity() if in_ch == out_ch else conv_nd(dims, in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = append_dims(self.emb(F.silu(emb)), h.ndim).chunk(2, dim=1)  # [B, C, 1, ...] each
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
+        h = self.conv1(self.norm1.modulated(x, silu=True))
+        scale, shift = self.emb(F.silu(emb)).chunk(2, dim=1)  # [B, C] each
+        h = self.conv2(self.dropout(self.norm2.modulated(h, scale, shift, silu=True)))
         return self.skip(x) + h
 
 

@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import SelfAttention, attention
-from .layers import Downsample, NoiseEmbedding, ResBlock, conv_nd, norm_groups, zero_module
+from .layers import Downsample, GroupNorm, NoiseEmbedding, ResBlock, conv_nd, norm_groups, zero_module
 
 
 @dataclass
@@ -47,7 +47,7 @@ class TemporalConv(nn.Module):
 
     def __init__(self, channels: int, kernel: int = 3):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups(channels), channels)
+        self.norm = GroupNorm(norm_groups(channels), channels)
         self.conv = zero_module(conv_nd(3, channels, channels, (kernel, 1, 1), padding=(kernel // 2, 0, 0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T, H, W]
@@ -62,7 +62,7 @@ class TemporalAttention(nn.Module):
         if channels % num_heads:
             raise ValueError(f"attention channels {channels} not divisible by num_heads {num_heads}")
         self.num_heads, self.backend = num_heads, backend
-        self.norm = nn.GroupNorm(norm_groups(channels), channels)
+        self.norm = GroupNorm(norm_groups(channels), channels)
         self.pos = nn.Parameter(torch.zeros(max_frames, channels))
         nn.init.normal_(self.pos, std=0.02)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -175,7 +175,7 @@ class SpaceTimeUNet(nn.Module):
                 if level > 0 and j == cfg.num_res_blocks:
                     self.up.append(SpaceTimeUpsample(cur, stride))
         self.out = nn.Sequential(
-            nn.GroupNorm(norm_groups(cur), cur),
+            GroupNorm(norm_groups(cur), cur),
             nn.SiLU(),
             zero_module(conv_nd(3, cur, (cfg.out_channels or cfg.in_channels) * p * p, (1, 3, 3), padding=(0, 1, 1))),
         )

@@ -15,7 +15,8 @@ from torch import nn
 
 from .attention import SelfAttention
 from .layers import (
-    Downsample, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify, zero_module,
+    Downsample, GroupNorm, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify,
+    zero_module,
 )
 
 
@@ -98,7 +99,7 @@ class UNet(nn.Module):
                     blocks.append(Upsample(d, cur, stride))
                 self.up.append(nn.ModuleList(blocks))
         self.out = nn.Sequential(
-            nn.GroupNorm(norm_groups(cur), cur),
+            GroupNorm(norm_groups(cur), cur),
             nn.SiLU(),
             zero_module(conv_nd(d, cur, (cfg.out_channels or cfg.in_channels) * fold, 3, padding=1)),
         )

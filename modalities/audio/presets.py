@@ -21,6 +21,10 @@ PRESETS: dict[str, dict] = {
     # the same with one residual block per level: 1.45x faster (209x real time one-step with bf16 and
     # channels_last on 2 idle cores, vs 149x), one-step stable pitch 78% vs 88% after the shipped config's run
     "spec-fast": {"channels": 16, "channel_mult": [1, 2, 4, 8], "num_res_blocks": 1},
+    # the bundled model's backbone: 2x2 (frequency x frames) patches folded into channels, then three levels at 32
+    # channels: same parameter count as spec-fast at about half its one-step time (338x vs 208x real time, bf16 +
+    # channels_last, 2 cores); needs more training than a CPU run gives (configs/audio/tones_spectrogram_gpu_ict.yaml)
+    "spec-patch": {"channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1, "patch": [2, 2]},
     # larger models for a GPU
     "wave-base": {"channels": 64, "channel_mult": [1, 2, 2, 4, 4], "num_res_blocks": 2, "down_stride": 4,
                   "kernel_size": 5, "dilations": [1, 3, 9], "attn_levels": [4]},
