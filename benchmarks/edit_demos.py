@@ -17,7 +17,9 @@ step, so it must come back unchanged; the masked region is regenerated so it joi
          Frechet distance of the whole clips to other held-out clips on the video features (does it move like
          real video?), against a linear cross-fade between the last kept frame before and the first after
          (ghosting, low MSE) and holding the last kept frame (no motion); the model runs from noise and from
-         the cross-fade noised to --init-sigma (SDEdit), which keeps the fade's layout and removes its ghosts.
+         the cross-fade noised to --init-sigma (SDEdit), which keeps the fade's layout and removes its ghosts, and
+         with reconstruction guidance (--guidance, Ho et al. 2022) from noise and along --refine-sigmas from the
+         cross-fade, which keeps the regenerated digits the ones in the kept frames.
 Writes wav / mp4 / png files and a Markdown + JSON summary under --out (benchmarks/results/edit_<modality>).
 """
 
@@ -147,14 +149,19 @@ def video_demo(args) -> dict:
     mask = gen.modality.edit_mask(",".join(map(str, middle)), tuple(gen.codec.encode(clips[:1]).shape), gen.cfg)
     full_mask = mask.expand(len(clips), *mask.shape[1:])
     edited = gen.edit(clips, full_mask, steps=args.steps, seed=0)
+    guided = gen.edit(clips, full_mask, steps=args.steps, seed=0, guidance=args.guidance)
     crossfade = gen.modality.edit_guess(clips, mask, gen.cfg)  # linear fade between the kept frames around
     refined = gen.edit(clips, full_mask, seed=0, init=crossfade, sigmas=[args.init_sigma])  # SDEdit from the fade
+    levels = [float(v) for v in args.refine_sigmas.split(",")]
+    best = gen.edit(clips, full_mask, seed=0, init=crossfade, sigmas=levels, guidance=args.guidance)
     kept = [t for t in range(frames) if t not in middle]
-    kept_err = max((e[:, :, kept] - clips[:, :, kept]).abs().max().item() for e in (edited, refined))
+    kept_err = max((e[:, :, kept] - clips[:, :, kept]).abs().max().item() for e in (edited, guided, refined, best))
     truth = clips[:, :, middle]
     first, last = clips[:, :, args.keep - 1:args.keep], clips[:, :, frames - args.keep:frames - args.keep + 1]
     fills = {f"model from noise ({args.steps} steps)": edited[:, :, middle],
+             f"model from noise ({args.steps} steps), guidance {args.guidance:g}": guided[:, :, middle],
              f"model from the cross-fade (1 step at sigma {args.init_sigma:g})": refined[:, :, middle],
+             f"model from the cross-fade (sigmas {args.refine_sigmas}), guidance {args.guidance:g}": best[:, :, middle],
              "linear cross-fade": crossfade[:, :, middle], "hold last kept frame": first.expand_as(truth)}
     fills["truth"] = truth
     ref = reference_for(gen, BenchOptions(), 64)  # other held-out clips: what real motion looks like
@@ -171,12 +178,12 @@ def video_demo(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = min(4, len(clips))
-    gen.save(torch.cat([clips[:n], edited[:n], refined[:n], crossfade[:n]]), out / "interpolation.mp4")
+    gen.save(torch.cat([clips[:n], edited[:n], best[:n], crossfade[:n]]), out / "interpolation.mp4")
     return {"modality": "video", "run": str(args.run), "clips": len(clips), "kept_frames": kept,
             "regenerated_frames": middle, "steps": args.steps, "kept_max_abs_diff": kept_err, "rows": rows,
             "files": ["interpolation.mp4", "interpolation_frames.png"],
             "layout": f"rows 1-{n}: truth, {n + 1}-{2 * n}: model from noise, {2 * n + 1}-{3 * n}: model from the "
-                      f"cross-fade, {3 * n + 1}-{4 * n}: cross-fade"}
+                      f"cross-fade with guidance, {3 * n + 1}-{4 * n}: cross-fade"}
 
 
 def to_markdown(res: dict) -> str:
@@ -202,6 +209,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=64, help="video: held-out clips to score")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--init-sigma", type=float, default=2.0, help="video: noise level the cross-fade is refined from")
+    ap.add_argument("--refine-sigmas", default="3,3,2,2,1,1,0.5",
+                    help="video: noise levels of the guided refinement of the cross-fade")
+    ap.add_argument("--guidance", type=float, default=8.0, help="video: reconstruction guidance weight")
     ap.add_argument("--out", default=None)
     ap.add_argument("--prepare-folder", default=None, metavar="DIR",
                     help="audio: only write the recording minus the gap (+- --margin) to DIR, for training")

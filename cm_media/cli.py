@@ -84,9 +84,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
                         "audio a time range START:END in seconds; video frame indices like 3,4,5 or 3-5")
     e.add_argument("--steps", type=int, default=None, help="network evaluations (default: max(2, sample.steps))")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--from-guess", type=float, default=None, metavar="SIGMA",
-                   help="start from the modality's first guess (video: a cross-fade of the kept frames) noised to "
-                        "SIGMA (e.g. 2) and refine it in one step, instead of generating the region from noise")
+    e.add_argument("--from-guess", type=float, nargs="?", const=0.0, default=None, metavar="SIGMA",
+                   help="start from the modality's first guess (video: a cross-fade of the kept frames) instead of "
+                        "noise: noised to SIGMA (e.g. 2) and refined in one step, or along --sigmas when no SIGMA")
+    e.add_argument("--sigmas", default=None, metavar="S1,S2,...",
+                   help="noise level of each step, e.g. 3,3,2,2,1,1,0.5 (instead of --steps' default levels)")
+    e.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="reconstruction guidance weight (Ho et al. 2022): keeps the regenerated region consistent "
+                        "with the kept one at the cost of a backward pass per step; video interpolation: 8")
     e.add_argument("--out", default=None, help="output file")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -165,6 +170,19 @@ def cmd_generate(args, dests) -> int:
     return 0
 
 
+def _parse_sigmas(text: str | None) -> list[float] | None:
+    """--sigmas '3,3,2,1' -> [3.0, 3.0, 2.0, 1.0]: positive noise levels, none rising."""
+    if text is None:
+        return None
+    try:
+        sigmas = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--sigmas takes comma-separated noise levels like 3,2,1,0.5; got {text!r}") from None
+    if not sigmas or min(sigmas) <= 0 or any(b > a for a, b in zip(sigmas, sigmas[1:])):
+        raise UserError(f"--sigmas must be positive noise levels that never rise, got {text!r}")
+    return sigmas
+
+
 def cmd_edit(args) -> int:
     gen = _load(args.source, args.device)
     path = Path(args.input)
@@ -176,17 +194,21 @@ def cmd_edit(args) -> int:
         raise UserError(str(exc)) from None
     shape = tuple(gen.codec.encode(media).shape)
     mask = gen.modality.edit_mask(args.mask, shape, gen.cfg)
-    init, sigmas = None, None
+    init, sigmas = None, _parse_sigmas(args.sigmas)
+    if args.guidance < 0:
+        raise UserError(f"--guidance must be >= 0, got {args.guidance}")
     if args.from_guess is not None:
-        if not args.from_guess > 0:
-            raise UserError(f"--from-guess must be a noise level > 0, got {args.from_guess}")
+        if args.from_guess and sigmas:
+            raise UserError("--from-guess SIGMA and --sigmas both set the noise levels: give one of them")
+        if not (args.from_guess > 0 or sigmas):
+            raise UserError("--from-guess needs a noise level > 0 (e.g. --from-guess 2) or --sigmas")
         try:
             init = gen.modality.edit_guess(media, mask, gen.cfg)
         except NotImplementedError as exc:
             raise UserError(str(exc)) from None
-        sigmas = [args.from_guess]
+        sigmas = sigmas or [args.from_guess]
     t0 = time.perf_counter()
-    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas)
+    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas, guidance=args.guidance)
     elapsed = time.perf_counter() - t0
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
     paths = gen.save(edited, out)

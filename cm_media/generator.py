@@ -114,11 +114,12 @@ class Generator:
 
     def edit(self, media: torch.Tensor, mask: torch.Tensor, steps: int | None = None, seed: int = 0,
              bf16: bool | None = None, init: torch.Tensor | None = None,
-             sigmas: list[float] | None = None) -> torch.Tensor:
+             sigmas: list[float] | None = None, guidance: float = 0.0) -> torch.Tensor:
         """Regenerate the model-space region where mask = 1 and keep the rest exactly (media [B, ...] in, out).
 
         `init` (media like `media`) is a first guess for the masked region, refined from `sigmas` (default: the
-        model's step sigmas, which start at sigma_max and so ignore most of the guess); see masked_multistep."""
+        model's step sigmas, which start at sigma_max and so ignore most of the guess); `guidance` > 0 adds
+        reconstruction guidance (a backward pass per step); see masked_multistep."""
         if not self.is_consistency:
             raise UserError("editing needs a consistency model; this run is an EDM diffusion model")
         steps = steps or max(self.cfg.sample.steps, 2)
@@ -131,7 +132,7 @@ class Generator:
         bf16 = self.cfg.sample.bf16 if bf16 is None else bf16
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
             x = masked_multistep(self.net(bf16), known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
-                                 init=guess)
+                                 init=guess, guidance=guidance)
         return self.codec.decode(x.float()).cpu()
 
     def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, **options: Any):

@@ -83,27 +83,45 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
 @torch.no_grad()
 def masked_multistep(
     f: Fn, known: torch.Tensor, mask: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None,
-    init: torch.Tensor | None = None,
+    init: torch.Tensor | None = None, guidance: float = 0.0,
 ) -> torch.Tensor:
     """Zero-shot editing (Song et al. 2023, alg. 4 with A = identity): regenerate where mask = 1, keep `known`
     exactly where mask = 0. Inpainting, audio infilling, video interpolation and prediction are all this.
 
     `init`, a first guess for the masked region (e.g. a cross-fade of the kept frames), is noised to sigmas[0]
     instead of starting from zeros (SDEdit, Meng et al. 2022): with a small sigmas[0] its layout survives and
-    the model only makes it look real."""
+    the model only makes it look real. `guidance` > 0 adds reconstruction guidance to every step (below)."""
     mask = mask.to(known.dtype).expand_as(known)
     keep = 1 - mask
 
     def noise_like():
         return torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
 
+    def denoise(z, tau):
+        return keep * known + mask * (reconstruction_guided(f, z, tau, known, keep, guidance) if guidance else f(z, _sig(z, tau)))
+
     sigmas = [float(s) for s in sigmas]
     start = known * keep if init is None else known * keep + init * mask
-    x = keep * known + mask * f(start + sigmas[0] * noise_like(), _sig(known, sigmas[0]))
+    x = denoise(start + sigmas[0] * noise_like(), sigmas[0])
     for tau in sigmas[1:]:
-        x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), _sig(known, tau))
-        x = keep * known + mask * x
+        x = denoise(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), tau)
     return x
+
+
+def reconstruction_guided(f: Fn, z: torch.Tensor, sigma: float, known: torch.Tensor, keep: torch.Tensor,
+                          weight: float) -> torch.Tensor:
+    """Reconstruction guidance (Ho et al. 2022, Video Diffusion Models, eq. 7): x = f(z) - (w/2) grad_z ||keep *
+    (known - f(z))||^2, the prediction nudged so that the model's own denoising of the kept region agrees with it.
+
+    Replacement alone only shows the model the kept region under noise, so at high sigma it can commit the
+    masked region to content that contradicts it (a different digit); the gradient carries the mismatch back.
+    Samples are independent, so one backward pass of the summed errors gives every sample's gradient."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        x = f(z, _sig(z, sigma))
+        err = ((known - x) * keep).float().pow(2).sum()  # sum over the batch of each sample's ||.||^2
+        (grad,) = torch.autograd.grad(err, z)
+    return (x - 0.5 * weight * grad).detach()
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -16,6 +16,10 @@ PRESETS: dict[str, dict] = {
     # but after 1000 iCT steps its one-step clips were still unpitched (3% stable pitch), so it is not the default
     "wave-fast": {"channels": 48, "channel_mult": [1, 2, 4], "num_res_blocks": 2, "down_stride": 4,
                   "kernel_size": 3, "dilations": [1, 3, 9], "patch": 16},
+    # waveforms seen through an STFT (modalities/audio/stft_unet.py): spec-fast's 2D UNet on the compressed complex
+    # STFT of the noisy waveform, a linear complex STFT out and iSTFT back; the model tensor stays the waveform
+    "wave-stft": {"arch": "stft_unet", "channels": 16, "channel_mult": [1, 2, 4, 8], "num_res_blocks": 1,
+                  "n_fft": 256, "hop": 128},
     # compressed STFT or log-mel (frequency x frames) on a 2-core CPU, same width-doubling layout
     "spec-small": {"channels": 16, "channel_mult": [1, 2, 4, 8], "num_res_blocks": 2},
     # the same with one residual block per level: 1.45x faster (209x real time one-step with bf16 and

@@ -75,8 +75,9 @@ def test_sample_shape_honours_frames_and_seconds():
 
 
 def test_edit_from_crossfade_guess_keeps_frames_and_rejects_bad_use(tmp_path, capsys):
-    """`edit --from-guess SIGMA` on the bundled video model: kept frames come back (to codec precision), the
-    regenerated ones differ from the plain cross-fade; images have no guess and a bad sigma is a user error."""
+    """`edit --from-guess SIGMA` (or with --sigmas and --guidance) on the bundled video model: kept frames come back
+    (to codec precision), the regenerated ones differ from the plain cross-fade; images have no guess and bad
+    noise levels or weights are one-line user errors."""
     import torch
 
     import cm_media
@@ -95,6 +96,19 @@ def test_edit_from_crossfade_guess_keeps_frames_and_rejects_bad_use(tmp_path, ca
     capsys.readouterr()
     assert main(["edit", "video", "--input", str(src), "--mask", "6-9", "--from-guess", "0", "--out", str(out)]) == 2
     assert "--from-guess" in capsys.readouterr().err
+    # the recommended interpolation: the guess refined along several noise levels with reconstruction guidance
+    guided = tmp_path / "guided.mp4"
+    assert main(["edit", "video", "--input", str(src), "--mask", "6-9", "--from-guess", "--sigmas", "3,2,1",
+                 "--guidance", "8", "--out", str(guided)]) == 0
+    edited = gen.modality.read(guided, gen.cfg, gen.codec)
+    assert (edited[:, :, kept] - media[:, :, kept]).abs().mean() < 0.02
+    capsys.readouterr()
+    for bad, name in ((["--sigmas", "1,2"], "--sigmas"), (["--sigmas", "3,x"], "--sigmas"),
+                      (["--from-guess", "2", "--sigmas", "3,2"], "--from-guess"), (["--guidance", "-1"], "--guidance"),
+                      (["--from-guess"], "--from-guess")):
+        assert main(["edit", "video", "--input", str(src), "--mask", "6-9", *bad, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     png = tmp_path / "digit.png"
     cm_media.load("image").save(torch.rand(1, 1, 8, 8), png)
     assert main(["edit", "image", "--input", str(png), "--mask", "center", "--from-guess", "2"]) == 2
