@@ -54,9 +54,12 @@ def adsr(t: torch.Tensor, onset, attack, decay, sustain, off, release) -> torch.
 
 
 def make_tones(n: int, sample_rate: int, seconds: float, channels: int = 1, midi_low: int = 48,
-               midi_high: int = 72, seed: int = 0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+               midi_high: int = 72, seed: int = 0, chunk: int = 256, start: int = 0,
+               stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n pitched notes ([N, C, T] waveforms in [-1, 1], MIDI numbers [N]): harmonic spectra with random tilt,
-    odd/even balance and per-harmonic damping (timbre), ADSR envelopes, random loudness and stereo pan."""
+    odd/even balance and per-harmonic damping (timbre), ADSR envelopes, random loudness and stereo pan.
+
+    Only notes start..stop are synthesized (the same notes as in the full set): an eval split costs its share."""
     if midi_low > midi_high:
         raise UserError(f"data.midi_low ({midi_low}) must not exceed data.midi_high ({midi_high})")
     gen = torch.Generator().manual_seed(seed)
@@ -79,9 +82,11 @@ def make_tones(n: int, sample_rate: int, seconds: float, channels: int = 1, midi
     phase0 = 2 * math.pi * torch.rand(n, kmax, generator=gen, dtype=torch.float64)
     t = torch.arange(length, dtype=torch.float64) / sample_rate  # [T]
     k = torch.arange(1, kmax + 1, dtype=torch.float64)  # [K]
-    out = torch.empty(n, channels, length)
-    for s in range(0, n, chunk):
-        sl = slice(s, min(n, s + chunk))
+    stop = n if stop is None else stop
+    out = torch.empty(stop - start, channels, length)
+    for s in range(start, stop, chunk):
+        sl = slice(s, min(stop, s + chunk))
+        o = slice(sl.start - start, sl.stop - start)
         freq = f0[sl, None] * k[None]  # [n, K]
         amp = k[None] ** -tilt[sl, None] * torch.where(k[None] % 2 == 0, even[sl, None], torch.ones_like(freq))
         amp = amp * (k[None] <= count[sl, None]) * (freq < 0.45 * sample_rate)  # no aliasing
@@ -91,12 +96,12 @@ def make_tones(n: int, sample_rate: int, seconds: float, channels: int = 1, midi
         wave = wave * adsr(t, onset[sl], attack[sl], decay[sl], sustain[sl], off[sl], release[sl])
         wave = wave / wave.abs().amax(-1, keepdim=True).clamp_min(1e-9) * loud[sl, None]
         if channels == 1:
-            out[sl] = wave[:, None].float()
+            out[o] = wave[:, None].float()
         else:
             gains = torch.stack([1 - pan[sl], pan[sl]], 1).sqrt() * math.sqrt(2)  # equal-power pan, [n, 2]
             gains = fit_channels(gains.T, channels).T  # [n, C]
-            out[sl] = (gains[..., None] * wave[:, None]).clamp(-1, 1).float()
-    return out, midi.float()
+            out[o] = (gains[..., None] * wave[:, None]).clamp(-1, 1).float()
+    return out, midi[start:stop].float()
 
 
 def split(n: int, holdout: float, part: str) -> slice:
@@ -193,9 +198,9 @@ def folder_windows(infos, seconds: float) -> list[tuple[int, int]]:
     return windows
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def cached_tones(*args) -> tuple[torch.Tensor, torch.Tensor]:
-    """make_tones(*args), reusing the last synthesis, so the train and eval splits of one config share it."""
+    """make_tones(*args), reusing the last syntheses (a config's train and eval splits)."""
     return make_tones(*args)
 
 
@@ -208,10 +213,10 @@ def build_dataset(cfg, codec, part: str = "train"):
     if d.dataset == "tones":
         if d.tones < 1:
             raise UserError(f"data.tones must be >= 1, got {d.tones}")
+        s = split(d.tones, d.holdout, part)
         media, midi = cached_tones(d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
-                                   d.midi_high, d.seed)
-        s = split(len(media), d.holdout, part)
-        return ClipDataset(media[s], codec, midi[s])
+                                   d.midi_high, d.seed, 256, s.start, s.stop)
+        return ClipDataset(media, codec, midi)
     if d.dataset == "folder":
         if not d.root:
             raise UserError("data.root must name a folder when data.dataset is 'folder'")

@@ -34,6 +34,9 @@ def test_tones_are_deterministic_and_split():
     assert (len(train), len(held)) == (36, 4)
     assert train.get_batch(torch.tensor([0, 5])).shape == (2, 1, 2000)
     assert not torch.equal(train[0], held[0])
+    # a split synthesizes only its own notes, and they are the full set's notes (chunks of 5 cross the cut)
+    part, midi_part = make_tones(12, 8000, 0.3, seed=3, chunk=5, start=7, stop=11)
+    assert torch.equal(part, a[7:11]) and torch.equal(midi_part, midi_a[7:11])
 
 
 def test_tones_stereo_and_sample_rate():
