@@ -53,55 +53,76 @@ def adsr(t: torch.Tensor, onset, attack, decay, sustain, off, release) -> torch.
     return level * (1 - after) * (u >= 0)
 
 
-def make_tones(n: int, sample_rate: int, seconds: float, channels: int = 1, midi_low: int = 48,
-               midi_high: int = 72, seed: int = 0, chunk: int = 256, start: int = 0,
-               stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n pitched notes ([N, C, T] waveforms in [-1, 1], MIDI numbers [N]): harmonic spectra with random tilt,
-    odd/even balance and per-harmonic damping (timbre), ADSR envelopes, random loudness and stereo pan.
+@dataclass
+class ToneParams:
+    """Random parameters of n notes (cheap to draw for all); `synth_tones` renders any subset of them."""
 
-    Only notes start..stop are synthesized (the same notes as in the full set): an eval split costs its share."""
+    sample_rate: int
+    seconds: float
+    channels: int
+    midi: torch.Tensor  # [N] MIDI numbers
+    values: dict  # name -> [N] (or [N, K] phases) tensors
+
+
+def tone_params(n: int, sample_rate: int, seconds: float, channels: int = 1, midi_low: int = 48,
+                midi_high: int = 72, seed: int = 0) -> ToneParams:
+    """Harmonic spectra with random tilt, odd/even balance and per-harmonic damping (timbre), ADSR envelopes,
+    random loudness and stereo pan, drawn in a fixed order from `seed`."""
     if midi_low > midi_high:
         raise UserError(f"data.midi_low ({midi_low}) must not exceed data.midi_high ({midi_high})")
     gen = torch.Generator().manual_seed(seed)
-    length = max(1, round(seconds * sample_rate))
-    midi = torch.randint(midi_low, midi_high + 1, (n,), generator=gen).double()
-    f0 = midi_to_hz(midi)
-    tilt = _uniform(gen, n, 0.6, 2.0)  # harmonic k has amplitude k^-tilt
-    even = _uniform(gen, n, 0.15, 1.0)  # even harmonics scaled by this (hollow, clarinet-like when small)
-    damp = _uniform(gen, n, 0.0, 3.0)  # harmonic k decays as exp(-damp * (k - 1) * t)
-    count = torch.randint(3, 13, (n,), generator=gen)
-    onset = _uniform(gen, n, 0.0, 0.08) * seconds
-    attack = _uniform(gen, n, 0.005, 0.06)
-    decay = _uniform(gen, n, 0.05, 0.3)
-    sustain = _uniform(gen, n, 0.35, 0.9)
-    off = onset + _uniform(gen, n, 0.6, 0.85) * seconds
-    release = _uniform(gen, n, 0.03, 0.15) * seconds
-    loud = _uniform(gen, n, 0.25, 0.9)  # peak level
-    pan = _uniform(gen, n, 0.2, 0.8)
-    kmax = 12
-    phase0 = 2 * math.pi * torch.rand(n, kmax, generator=gen, dtype=torch.float64)
+    v = {"midi": torch.randint(midi_low, midi_high + 1, (n,), generator=gen).double()}
+    v["tilt"] = _uniform(gen, n, 0.6, 2.0)  # harmonic k has amplitude k^-tilt
+    v["even"] = _uniform(gen, n, 0.15, 1.0)  # even harmonics scaled by this (hollow, clarinet-like when small)
+    v["damp"] = _uniform(gen, n, 0.0, 3.0)  # harmonic k decays as exp(-damp * (k - 1) * t)
+    v["count"] = torch.randint(3, 13, (n,), generator=gen)
+    v["onset"] = _uniform(gen, n, 0.0, 0.08) * seconds
+    v["attack"] = _uniform(gen, n, 0.005, 0.06)
+    v["decay"] = _uniform(gen, n, 0.05, 0.3)
+    v["sustain"] = _uniform(gen, n, 0.35, 0.9)
+    v["off"] = v["onset"] + _uniform(gen, n, 0.6, 0.85) * seconds
+    v["release"] = _uniform(gen, n, 0.03, 0.15) * seconds
+    v["loud"] = _uniform(gen, n, 0.25, 0.9)  # peak level
+    v["pan"] = _uniform(gen, n, 0.2, 0.8)
+    v["phase0"] = 2 * math.pi * torch.rand(n, 12, generator=gen, dtype=torch.float64)
+    return ToneParams(sample_rate, seconds, channels, v["midi"].float(), v)
+
+
+def synth_tones(p: ToneParams, indices: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Waveforms [len(indices), C, T] in [-1, 1] of the chosen notes (float64 synthesis, float32 out)."""
+    v = {k: t[indices] for k, t in p.values.items()}
+    n, sample_rate, channels = len(indices), p.sample_rate, p.channels
+    length = max(1, round(p.seconds * sample_rate))
+    f0 = midi_to_hz(v["midi"])
     t = torch.arange(length, dtype=torch.float64) / sample_rate  # [T]
-    k = torch.arange(1, kmax + 1, dtype=torch.float64)  # [K]
-    stop = n if stop is None else stop
-    out = torch.empty(stop - start, channels, length)
-    for s in range(start, stop, chunk):
-        sl = slice(s, min(stop, s + chunk))
-        o = slice(sl.start - start, sl.stop - start)
+    k = torch.arange(1, 13, dtype=torch.float64)  # [K]
+    out = torch.empty(n, channels, length)
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
         freq = f0[sl, None] * k[None]  # [n, K]
-        amp = k[None] ** -tilt[sl, None] * torch.where(k[None] % 2 == 0, even[sl, None], torch.ones_like(freq))
-        amp = amp * (k[None] <= count[sl, None]) * (freq < 0.45 * sample_rate)  # no aliasing
-        damping = torch.exp(-damp[sl, None, None] * (k[None, :, None] - 1) * t[None, None])  # [n, K, T]
-        partials = torch.sin(2 * math.pi * freq[..., None] * t[None, None] + phase0[sl, :, None])
+        amp = k[None] ** -v["tilt"][sl, None] * torch.where(k[None] % 2 == 0, v["even"][sl, None], torch.ones_like(freq))
+        amp = amp * (k[None] <= v["count"][sl, None]) * (freq < 0.45 * sample_rate)  # no aliasing
+        damping = torch.exp(-v["damp"][sl, None, None] * (k[None, :, None] - 1) * t[None, None])  # [n, K, T]
+        partials = torch.sin(2 * math.pi * freq[..., None] * t[None, None] + v["phase0"][sl, :, None])
         wave = (amp[..., None] * damping * partials).sum(1)  # [n, T]
-        wave = wave * adsr(t, onset[sl], attack[sl], decay[sl], sustain[sl], off[sl], release[sl])
-        wave = wave / wave.abs().amax(-1, keepdim=True).clamp_min(1e-9) * loud[sl, None]
+        env = [v[name][sl] for name in ("onset", "attack", "decay", "sustain", "off", "release")]
+        wave = wave * adsr(t, *env)
+        wave = wave / wave.abs().amax(-1, keepdim=True).clamp_min(1e-9) * v["loud"][sl, None]
         if channels == 1:
-            out[o] = wave[:, None].float()
+            out[sl] = wave[:, None].float()
         else:
-            gains = torch.stack([1 - pan[sl], pan[sl]], 1).sqrt() * math.sqrt(2)  # equal-power pan, [n, 2]
+            pan = v["pan"][sl]
+            gains = torch.stack([1 - pan, pan], 1).sqrt() * math.sqrt(2)  # equal-power pan, [n, 2]
             gains = fit_channels(gains.T, channels).T  # [n, C]
-            out[o] = (gains[..., None] * wave[:, None]).clamp(-1, 1).float()
-    return out, midi[start:stop].float()
+            out[sl] = (gains[..., None] * wave[:, None]).clamp(-1, 1).float()
+    return out
+
+
+def make_tones(n: int, sample_rate: int, seconds: float, channels: int = 1, midi_low: int = 48,
+               midi_high: int = 72, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n pitched notes: waveforms [N, C, T] in [-1, 1] and MIDI numbers [N] (see tone_params)."""
+    p = tone_params(n, sample_rate, seconds, channels, midi_low, midi_high, seed)
+    return synth_tones(p, torch.arange(n)), p.midi
 
 
 def split(n: int, holdout: float, part: str) -> slice:
@@ -128,6 +149,31 @@ class ClipDataset:
 
     def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
         return self.codec.encode(self.media[indices])  # [B, C, *axes]
+
+
+class ToneDataset(ClipDataset):
+    """The notes start..stop of a tones set, synthesized on first access and kept: a benchmark that reads a few
+    hundred notes of a large split pays for those only; training fills the cache batch by batch."""
+
+    def __init__(self, params: ToneParams, start: int, stop: int, codec):
+        self.params, self.start = params, start
+        length = max(1, round(params.seconds * params.sample_rate))
+        super().__init__(torch.empty(stop - start, params.channels, length), codec, params.midi[start:stop])
+        self.ready = torch.zeros(stop - start, dtype=torch.bool)
+
+    def _fill(self, indices: torch.Tensor) -> None:
+        missing = indices[~self.ready[indices]].unique()
+        if len(missing):
+            self.media[missing] = synth_tones(self.params, missing + self.start)
+            self.ready[missing] = True
+
+    def __getitem__(self, i):
+        self._fill(torch.tensor([int(i)]))
+        return super().__getitem__(i)
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        self._fill(torch.as_tensor(indices).long())
+        return super().get_batch(indices)
 
 
 class FolderDataset:
@@ -199,9 +245,10 @@ def folder_windows(infos, seconds: float) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=2)
-def cached_tones(*args) -> tuple[torch.Tensor, torch.Tensor]:
-    """make_tones(*args), reusing the last syntheses (a config's train and eval splits)."""
-    return make_tones(*args)
+def cached_tones(*args) -> ToneDataset:
+    """The ToneDataset of (codec, tone_params args, start, stop), reused (with its filled cache) by later builds."""
+    codec, *params, start, stop = args
+    return ToneDataset(tone_params(*params), start, stop, codec)
 
 
 def build_dataset(cfg, codec, part: str = "train"):
@@ -214,9 +261,8 @@ def build_dataset(cfg, codec, part: str = "train"):
         if d.tones < 1:
             raise UserError(f"data.tones must be >= 1, got {d.tones}")
         s = split(d.tones, d.holdout, part)
-        media, midi = cached_tones(d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
-                                   d.midi_high, d.seed, 256, s.start, s.stop)
-        return ClipDataset(media, codec, midi)
+        return cached_tones(codec, d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
+                            d.midi_high, d.seed, s.start, s.stop)
     if d.dataset == "folder":
         if not d.root:
             raise UserError("data.root must name a folder when data.dataset is 'folder'")

@@ -11,7 +11,7 @@ import torch
 from cm_media.config import config_from_dict
 from cm_media.errors import UserError
 from modalities.audio import MODALITY
-from modalities.audio.datasets import make_tones, midi_to_hz
+from modalities.audio.datasets import ToneDataset, make_tones, midi_to_hz, synth_tones, tone_params
 
 
 def audio_cfg(tmp_path=None, **data):
@@ -34,9 +34,14 @@ def test_tones_are_deterministic_and_split():
     assert (len(train), len(held)) == (36, 4)
     assert train.get_batch(torch.tensor([0, 5])).shape == (2, 1, 2000)
     assert not torch.equal(train[0], held[0])
-    # a split synthesizes only its own notes, and they are the full set's notes (chunks of 5 cross the cut)
-    part, midi_part = make_tones(12, 8000, 0.3, seed=3, chunk=5, start=7, stop=11)
-    assert torch.equal(part, a[7:11]) and torch.equal(midi_part, midi_a[7:11])
+    # any subset renders the full set's notes (chunks of 5 cross the subset), and a split renders on demand
+    params = tone_params(12, 8000, 0.3, seed=3)
+    assert torch.equal(synth_tones(params, torch.tensor([7, 2, 11, 3]), chunk=3), a[[7, 2, 11, 3]])
+    lazy = ToneDataset(params, 4, 12, codec)
+    assert len(lazy) == 8 and not lazy.ready.any() and torch.equal(lazy.labels, midi_a[4:12])
+    batch = lazy.get_batch(torch.tensor([5, 1, 5]))
+    assert lazy.ready.tolist() == [False, True, False, False, False, True, False, False]
+    assert torch.equal(batch, codec.encode(a[[9, 5, 9], :, :]))
 
 
 def test_tones_stereo_and_sample_rate():
