@@ -54,7 +54,7 @@ class Generator:
         Under autocast the float32 model re-casts every weight at every call; with the small CPU models that was
         ~20% of a one-step sample (hundreds of small copies). Same results: autocast rounds them the same way."""
         compiled = hasattr(getattr(self.model, "backbone", None), "_orig_mod")  # torch.compile'd: keep its graph
-        if not bf16 or self.cfg.sample.compile or compiled:
+        if not bf16 or compiled:
             return self.model
         if self._bf16_twin is None:
             twin = copy.deepcopy(self.model)

@@ -97,8 +97,9 @@ def masked_multistep(
     def noise_like():
         return torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
 
-    def denoise(z, tau):
-        return keep * known + mask * (reconstruction_guided(f, z, tau, known, keep, guidance) if guidance else f(z, _sig(z, tau)))
+    def denoise(z, tau):  # one consistency step, then the kept region re-imposed
+        x = reconstruction_guided(f, z, tau, known, keep, guidance) if guidance else f(z, _sig(z, tau))
+        return keep * known + mask * x
 
     sigmas = [float(s) for s in sigmas]
     start = known * keep if init is None else known * keep + init * mask

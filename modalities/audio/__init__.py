@@ -8,10 +8,10 @@ from typing import ClassVar
 from cm_media.errors import UserError
 from cm_media.modality import Modality
 
+from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
 from .codec import peak_limit, save_clips
 from .datasets import AudioDataConfig, build_dataset
 from .edit import read_recording, time_mask
-from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
 from .presets import PRESETS
 from .representations import AudioCodecConfig, build_codec
 

@@ -245,10 +245,11 @@ def folder_windows(infos, seconds: float) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=2)
-def cached_tones(*args) -> ToneDataset:
-    """The ToneDataset of (codec, tone_params args, start, stop), reused (with its filled cache) by later builds."""
-    codec, *params, start, stop = args
-    return ToneDataset(tone_params(*params), start, stop, codec)
+def cached_tones(codec, n: int, sample_rate: int, seconds: float, channels: int, midi_low: int, midi_high: int,
+                 seed: int, start: int, stop: int) -> ToneDataset:
+    """The ToneDataset of notes start..stop, reused (with the notes it has rendered) by later builds (a config's
+    train and eval splits)."""
+    return ToneDataset(tone_params(n, sample_rate, seconds, channels, midi_low, midi_high, seed), start, stop, codec)
 
 
 def build_dataset(cfg, codec, part: str = "train"):
