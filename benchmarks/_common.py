@@ -34,9 +34,9 @@ def parser(description: str, brief_steps: int) -> argparse.ArgumentParser:
 
 def ensure_run(config: Path, out: Path, overrides: list[str]) -> Path:
     """Train `config` into `out` unless it already holds a checkpoint; returns `out`."""
-    from cm_media import checkpoint as ckpt
-    from cm_media.config import load_config
-    from cm_media.training import train
+    from cm_media.runs import checkpoint as ckpt
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
 
     if ckpt.latest_checkpoint(out) is not None:
         print(f"reusing {out}")
@@ -53,7 +53,7 @@ def run(modality: str, config_name: str, args: argparse.Namespace) -> list[dict]
     """Train (full + brief) the shipped config, bench both with any --extra sources, write the three views."""
     import torch
 
-    from cm_media import bench
+    from cm_media.eval import bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cm_media_generator(source: str, device: str):
     """A cm-media Generator from a run/checkpoint, or from a YAML config with fresh weights."""
-    from cm_media.config import load_config
-    from cm_media.generator import Generator, load
-    from cm_media.model import build_model, resolve_device
+    from cm_media.runs.config import load_config
+    from cm_media.runs.generator import Generator, load
+    from cm_media.runs.model import build_model, resolve_device
 
     if source.endswith((".yaml", ".yml")):
         cfg = load_config(source, [])

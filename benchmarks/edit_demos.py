@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cm_media  # noqa: E402
-from cm_media.bench import BenchOptions, data_items, media_quality, reference_for  # noqa: E402
+from cm_media.eval.bench import BenchOptions, data_items, media_quality, reference_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -44,9 +44,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cm_media import bench
+from cm_media.eval import bench
 from cm_media.errors import UserError
-from cm_media.generator import Generator, apply_speed_options, load
+from cm_media.runs.generator import Generator, apply_speed_options, load
 
 # name -> (channels_last, compile, bf16)
 SETTINGS: dict[str, tuple[bool, bool, bool]] = {

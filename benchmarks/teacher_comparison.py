@@ -31,10 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cm_media  # noqa: E402
-from cm_media import checkpoint as ckpt  # noqa: E402
-from cm_media.bench import BenchOptions, media_quality, reference_for  # noqa: E402
-from cm_media.config import load_config  # noqa: E402
-from cm_media.training import train  # noqa: E402
+from cm_media.runs import checkpoint as ckpt  # noqa: E402
+from cm_media.eval.bench import BenchOptions, media_quality, reference_for  # noqa: E402
+from cm_media.runs.config import load_config  # noqa: E402
+from cm_media.runs.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {
@@ -153,7 +153,7 @@ def main() -> None:
             r.update(train_steps=steps, s_per_step=costs[kind], train_s=secs)
             rows.append(r)
     gen = cm_media.load(teacher)
-    from cm_media.bench import _decode, data_items  # noqa: PLC0415
+    from cm_media.eval.bench import _decode, data_items  # noqa: PLC0415
 
     train_part = _decode(gen, data_items(gen, "train", args.n, 0), 64)  # FD/KID: the held-out split is the reference
     held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)  # task: digits' realism is measured against train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from .errors import UserError
+from cm_media.errors import UserError
 
 # name -> module that defines `MODALITY`; third parties may add entries with `register_modality`.
 MODALITIES: dict[str, str] = {

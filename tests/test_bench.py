@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from cm_media import bench
+from cm_media.eval import bench
 from cm_media.cli import main
-from cm_media.config import load_config
-from cm_media.training import train
+from cm_media.runs.config import load_config
+from cm_media.runs.training import train
 
 
 def _run(tmp_path, digits_config, name, method):

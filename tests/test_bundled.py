@@ -17,16 +17,16 @@ from PIL import Image
 from safetensors import safe_open
 
 import cm_media
-from cm_media import bench, metrics
-from cm_media.checkpoint import META_KEY, load_checkpoint
+from cm_media.eval import bench, metrics
+from cm_media.runs.checkpoint import META_KEY, load_checkpoint
 from cm_media.cli import main
-from cm_media.config import load_config
-from cm_media.demo import bundled_available
-from cm_media.generator import Generator
-from cm_media.model import build_model
+from cm_media.runs.config import load_config
+from cm_media.cli.demo import bundled_available
+from cm_media.runs.generator import Generator
+from cm_media.runs.model import build_model
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
-from cm_media.training import train
+from cm_media.runs.training import train
 
 ALL = ["image", "video", "audio"]
 SHIPPED = ALL  # committed with this version: a missing one fails

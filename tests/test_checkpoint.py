@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cm_media import checkpoint as ckpt
+from cm_media.runs import checkpoint as ckpt
 from cm_media.errors import UserError
 
 

@@ -103,8 +103,8 @@ def test_info(capsys):
 
 def test_python_api(digits_config, tmp_path, tiny_overrides):
     import cm_media
-    from cm_media.config import load_config
-    from cm_media.training import train
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
 
     cfg = load_config(digits_config, [a for a in tiny_overrides(2, **{"backbone.preset": "tiny"}) if a != "--set"])
     train(cfg, tmp_path / "r", progress=False)
@@ -139,14 +139,14 @@ def test_edit_and_interpolate_cli(capsys, digits_config, tmp_path, tiny_override
 
 def test_channels_last_generation_matches(digits_config, tmp_path, tiny_overrides):
     import cm_media
-    from cm_media.config import load_config
-    from cm_media.training import train
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
 
     cfg = load_config(digits_config, [a for a in tiny_overrides(2, **{"backbone.preset": "tiny"}) if a != "--set"])
     train(cfg, tmp_path / "r", progress=False)
     gen = cm_media.load(tmp_path / "r")
     ref = gen.generate(4, steps=1, seed=3)
-    from cm_media.generator import apply_speed_options
+    from cm_media.runs.generator import apply_speed_options
 
     apply_speed_options(gen.model, channels_last=True, compile=False)
     conv = next(m for m in gen.model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -158,8 +158,8 @@ def test_runs_store_resolved_backbone_and_custom_step_sigmas(digits_config, tmp_
     import yaml
 
     import cm_media
-    from cm_media.config import load_config
-    from cm_media.training import train
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
 
     cfg = load_config(digits_config, [a for a in tiny_overrides(2, **{"backbone.preset": "tiny",
                                                                         "train.threads": 1}) if a != "--set"])

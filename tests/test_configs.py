@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cm_media.config import load_config
-from cm_media.model import build_model
+from cm_media.runs.config import load_config
+from cm_media.runs.model import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -21,10 +21,10 @@ import pytest
 import soundfile as sf
 
 from cm_media.cli import main
-from cm_media.config import load_config
-from cm_media.demo import bundled_available
+from cm_media.runs.config import load_config
+from cm_media.cli.demo import bundled_available
 from cm_media.registry import get_modality
-from cm_media.training import train
+from cm_media.runs.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from cm_media import losses, samplers, solvers
-from cm_media.config import load_config
+from cm_media.math import losses, samplers, solvers
+from cm_media.runs.config import load_config
 from cm_media.errors import UserError
-from cm_media.parameterization import append_dims
-from cm_media.training import train
+from cm_media.math.parameterization import append_dims
+from cm_media.runs.training import train
 
 
 def linear_teacher(a):
@@ -163,9 +163,9 @@ def test_cd_and_ect_train_from_teacher(tmp_path, digits_config, teacher_run, met
 
 
 def test_student_starts_from_teacher_weights(tmp_path, digits_config, teacher_run):
-    from cm_media.checkpoint import latest_checkpoint, load_checkpoint, prefixed
+    from cm_media.runs.checkpoint import latest_checkpoint, load_checkpoint, prefixed
     from cm_media.methods import build_method
-    from cm_media.model import build_model
+    from cm_media.runs.model import build_model
 
     cfg = _tiny(digits_config, 1, **{"method.name": "ect", "method.teacher": str(teacher_run)})
     _, _, model = build_model(cfg)

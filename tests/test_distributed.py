@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from cm_media import checkpoint as ckpt
+from cm_media.runs import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

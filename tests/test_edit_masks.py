@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from cm_media.config import load_config
+from cm_media.runs.config import load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
 from modalities.audio.edit import read_recording, time_mask
@@ -58,8 +58,8 @@ def test_audio_time_masks(tmp_path, repo_root, representation):
                                          ("configs/video/moving_digits_ict.yaml", "interpolate")])
 def test_modality_edit_keeps_unmasked_media(repo_root, config, spec, tmp_path):
     """Audio infilling and video interpolation through the modality hooks keep the kept region exactly."""
-    from cm_media.generator import Generator
-    from cm_media.model import build_model
+    from cm_media.runs.generator import Generator
+    from cm_media.runs.model import build_model
 
     cfg = load_config(f"{repo_root}/{config}", ["backbone.preset=tiny"])
     modality, codec, model = build_model(cfg)

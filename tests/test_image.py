@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cm_media.config import from_dict, load_config
+from cm_media.runs.config import from_dict, load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
 from modalities.image.codec import ImageCodec, ImageCodecConfig

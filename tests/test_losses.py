@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from cm_media import losses
-from cm_media.parameterization import edm_loss_weight
+from cm_media.math import losses
+from cm_media.math.parameterization import edm_loss_weight
 
 
 def test_pseudo_huber_hand_computed():

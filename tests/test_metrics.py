@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from cm_media import metrics
+from cm_media.eval import metrics
 
 
 def _gauss(n, d, seed, shift=0.0, scale=1.0):

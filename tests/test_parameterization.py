@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cm_media.parameterization import (
+from cm_media.math.parameterization import (
     Preconditioned, append_dims, consistency_scalings, edm_scalings, mean_flat, noise_conditioning,
 )
 

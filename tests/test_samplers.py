@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cm_media import samplers
+from cm_media.math import samplers
 
 
 def test_onestep_equals_f_at_sigma_max():

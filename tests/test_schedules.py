@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cm_media import schedules
+from cm_media.math import schedules
 
 
 def test_karras_endpoints_monotone_float64():

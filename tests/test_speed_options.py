@@ -7,8 +7,8 @@ import json
 import torch
 from torch import nn
 
-from cm_media.config import load_config
-from cm_media.training import train
+from cm_media.runs.config import load_config
+from cm_media.runs.training import train
 
 
 def load_script(repo_root):
@@ -62,7 +62,7 @@ def test_speed_options_table_with_a_failing_compile(repo_root, digits_config, tm
 def test_bf16_twin_matches_autocast_and_leaves_float32_sampling_alone(digits_config, tmp_path):
     """Generator.net(bf16=True) stores conv/linear weights in bf16 once; sampling through it equals autocast over the
     float32 model (same roundings), and a later float32 call still uses the untouched float32 model."""
-    from cm_media.generator import load
+    from cm_media.runs.generator import load
 
     sets = {"train.steps": 1, "train.batch_size": 8, "train.log_every": 1, "train.warmup_steps": 1,
             "backbone.preset": "tiny", "train.checkpoint_every": 1000}

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from cm_media import checkpoint as ckpt
-from cm_media.config import load_config
-from cm_media.training import train
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import load_config
+from cm_media.runs.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +78,7 @@ def test_existing_run_needs_resume(tmp_path, digits_config):
 
 def test_nan_guard_stops_with_clear_error(tmp_path, digits_config, monkeypatch):
     from cm_media import methods
-    from cm_media.training import TrainingError
+    from cm_media.runs.training import TrainingError
 
     monkeypatch.setattr(methods.ICT, "loss", lambda self, model, x0, step, gen: torch.full((x0.shape[0],), float("nan")))
     cfg = tiny_cfg(digits_config, 50, **{"train.max_bad_steps": 3})

@@ -6,8 +6,8 @@ import dataclasses
 
 from torch import nn
 
-from ..errors import UserError
-from .unet import UNet, UNetConfig, count_parameters
+from cm_media.errors import UserError
+from cm_media.nn.unet import UNet, UNetConfig, count_parameters
 
 # arch name -> (config dataclass, module class); other issues add the patch transformer and space-time nets.
 ARCHS: dict[str, tuple[type, type]] = {"unet": (UNetConfig, UNet)}
@@ -55,6 +55,6 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
 
 
 __all__ = ["ARCHS", "UNet", "UNetConfig", "build_backbone", "count_parameters", "register_arch", "resolve_backbone"]
-from . import spacetime  # noqa: E402,F401  registers backbone.arch "spacetime_unet"
+from cm_media.nn import spacetime  # noqa: E402,F401  registers backbone.arch "spacetime_unet"
 
-from . import transformer  # noqa: E402,F401  registers backbone.arch "dit"
+from cm_media.nn import transformer  # noqa: E402,F401  registers backbone.arch "dit"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .layers import GroupNorm
+from cm_media.nn.layers import GroupNorm
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sdpa", "xformers")

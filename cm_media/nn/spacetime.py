@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import SelfAttention, attention
-from .layers import Downsample, GroupNorm, NoiseEmbedding, ResBlock, conv_nd, norm_groups, zero_module
+from cm_media.nn.attention import SelfAttention, attention
+from cm_media.nn.layers import Downsample, GroupNorm, NoiseEmbedding, ResBlock, conv_nd, norm_groups, zero_module
 
 
 @dataclass
@@ -211,7 +211,7 @@ __all__ = ["SpaceTimeUNet", "SpaceTimeUNetConfig", "TemporalAttention", "Tempora
 
 
 def _register() -> None:
-    from . import register_arch  # noqa: PLC0415  (cm_media.nn imports this module at its end)
+    from cm_media.nn import register_arch  # noqa: PLC0415  (cm_media.nn imports this module at its end)
 
     register_arch("spacetime_unet", SpaceTimeUNetConfig, SpaceTimeUNet)
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import BACKENDS, TokenAttention
-from .layers import NoiseEmbedding
+from cm_media.nn.attention import BACKENDS, TokenAttention
+from cm_media.nn.layers import NoiseEmbedding
 
 # name -> (depth, width, heads); dit-s / dit-b / dit-l / dit-xl follow the DiT paper's table 1.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -259,6 +259,6 @@ class DiT(nn.Module):
 
 __all__ = ["SIZES", "DiT", "DiTConfig"]
 
-from . import register_arch  # the package defines it before importing this module
+from cm_media.nn import register_arch  # the package defines it before importing this module
 
 register_arch("dit", DiTConfig, DiT)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import SelfAttention
-from .layers import (
+from cm_media.nn.attention import SelfAttention
+from cm_media.nn.layers import (
     Downsample, GroupNorm, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify,
     zero_module,
 )

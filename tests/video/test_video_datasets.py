@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cm_media.config import load_config
+from cm_media.runs.config import load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
 from modalities.video.codec import write_video

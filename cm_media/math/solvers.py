@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .parameterization import append_dims
+from cm_media.math.parameterization import append_dims
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import RunConfig, config_from_dict
-from .errors import UserError
-from .model import build_model, resolve_device
-from .registry import MODALITIES, get_modality
-from .samplers import default_step_sigmas, edm_euler, edm_heun, edm_sigmas, masked_multistep, multistep, onestep, slerp
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import RunConfig, config_from_dict
+from cm_media.errors import UserError
+from cm_media.runs.model import build_model, resolve_device
+from cm_media.registry import MODALITIES, get_modality
+from cm_media.math.samplers import default_step_sigmas, edm_euler, edm_heun, edm_sigmas, masked_multistep, multistep, onestep, slerp
 
 
 def resolve_source(source: str | Path) -> Path:

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from . import distributed
-from .config import RunConfig, dump_config
-from .errors import UserError
-from .methods import build_method
-from .model import build_model, resolve_device
-from .nn import resolve_backbone
-from .registry import get_modality
-from .schedules import ema_warmup_decay
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs import distributed
+from cm_media.runs.config import RunConfig, dump_config
+from cm_media.errors import UserError
+from cm_media.methods import build_method
+from cm_media.runs.model import build_model, resolve_device
+from cm_media.nn import resolve_backbone
+from cm_media.registry import get_modality
+from cm_media.math.schedules import ema_warmup_decay
 
 
 class TrainingError(UserError):

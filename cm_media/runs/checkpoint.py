@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from cm_media.errors import UserError
 
 META_KEY = "cm_media"
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")

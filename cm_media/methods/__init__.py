@@ -10,9 +10,9 @@ import copy
 import torch
 from torch import nn
 
-from . import losses, schedules
-from .config import MethodConfig
-from .parameterization import edm_loss_weight
+from cm_media.math import losses, schedules
+from cm_media.runs.config import MethodConfig
+from cm_media.math.parameterization import edm_loss_weight
 
 
 class Method:
@@ -124,7 +124,7 @@ class _FromTeacher(Method):
     """Base of CD and ECT: loads the frozen EDM teacher and (by default) starts from its weights."""
 
     def __init__(self, cfg, model, total_steps, run_cfg=None, device=None):
-        from .teacher import init_from_teacher, load_teacher  # noqa: PLC0415
+        from cm_media.runs.teacher import init_from_teacher, load_teacher  # noqa: PLC0415
 
         super().__init__(cfg, model, total_steps)
         self.teacher, _ = load_teacher(run_cfg, device or torch.device("cpu"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from cm_media.errors import UserError
 
 ORDER = ("audio", "video", "image")
 AUDIO_CLIPS = 4  # each as long as the clips the model was trained on: one note each for the bundled tones
@@ -71,7 +71,7 @@ def parse_only(text: str | None) -> list[str]:
 
 
 def bundled_available(modality: str) -> bool:
-    from .registry import get_modality  # noqa: PLC0415
+    from cm_media.registry import get_modality  # noqa: PLC0415
 
     try:
         folder = get_modality(modality).pretrained_dir()
@@ -124,7 +124,7 @@ def bench_sizes(modality: str, samples: int | None = None) -> dict:
 
 
 def _bench(section: Section, out: Path, seed: int, device: str, samples: int | None) -> None:
-    from . import bench  # noqa: PLC0415
+    from cm_media.eval import bench  # noqa: PLC0415
 
     opts = bench.BenchOptions(steps=[1, 2], repeats=2, warmup=0, seed=seed, device=device, progress=False,
                               **bench_sizes(section.modality, samples))
@@ -139,7 +139,7 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
              models: dict[str, str] | None = None, run_bench: bool = True, device: str = "auto",
              bench_samples: int | None = None) -> dict:
     """Make the demo media and report; returns {'sections', 'skipped', 'report_md', 'report_html', 'total_s'}."""
-    from .generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load  # noqa: PLC0415
 
     t_start = time.perf_counter()
     if steps < 1:
@@ -222,7 +222,7 @@ SPEED_QUALITY_NOTE = (
 
 
 def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from .bench import to_markdown  # noqa: PLC0415
+    from cm_media.eval.bench import to_markdown  # noqa: PLC0415
 
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, "
              f"in {total:.1f} s on {_machine()}.")
@@ -259,7 +259,7 @@ def _markdown_table_html(text: str) -> str:
 
 
 def _html(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from .bench import to_markdown  # noqa: PLC0415
+    from cm_media.eval.bench import to_markdown  # noqa: PLC0415
 
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, in "
              f"{total:.1f} s on {_machine()}.")
@@ -303,7 +303,7 @@ def _html(out: Path, sections: list[Section], skipped, total: float, steps: int)
 
 
 def write_report(out: Path, sections: list[Section], skipped, total: float, steps: int) -> tuple[Path, Path]:
-    from .checkpoint import atomic_write_bytes  # noqa: PLC0415
+    from cm_media.runs.checkpoint import atomic_write_bytes  # noqa: PLC0415
 
     md, page = out / "report.md", out / "report.html"
     atomic_write_bytes(md, _markdown(out, sections, skipped, total, steps).encode())

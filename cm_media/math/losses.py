@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from .parameterization import append_dims, edm_loss_weight, mean_flat
-from .solvers import heun_step
+from cm_media.math.parameterization import append_dims, edm_loss_weight, mean_flat
+from cm_media.math.solvers import heun_step
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

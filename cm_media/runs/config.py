@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
-from .registry import get_modality
+from cm_media.errors import UserError
+from cm_media.registry import get_modality
 
 SECTIONS = ("modality", "data", "codec", "backbone", "method", "train", "sample")
 
@@ -228,7 +228,7 @@ def config_from_dict(raw: dict) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside training."""
-    from .methods import METHODS  # noqa: PLC0415
+    from cm_media.methods import METHODS  # noqa: PLC0415
 
     if cfg.method.name not in METHODS:
         raise UserError(f"unknown method.name {cfg.method.name!r} (known: {', '.join(sorted(METHODS))})")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .config import RunConfig
-from .methods import method_kind
-from .nn import build_backbone
-from .parameterization import Preconditioned
-from .registry import get_modality
+from cm_media.runs.config import RunConfig
+from cm_media.methods import method_kind
+from cm_media.nn import build_backbone
+from cm_media.math.parameterization import Preconditioned
+from cm_media.registry import get_modality
 
 
 def build_model(cfg: RunConfig):
@@ -23,7 +23,7 @@ def build_model(cfg: RunConfig):
 def resolve_device(name: str):
     import torch  # noqa: PLC0415
 
-    from .errors import UserError  # noqa: PLC0415
+    from cm_media.errors import UserError  # noqa: PLC0415
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from . import metrics
-from .errors import UserError
+from cm_media.eval import metrics
+from cm_media.errors import UserError
 
 QUALITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall")
 
@@ -156,7 +156,7 @@ def _label(source: str, taken: set[str]) -> str:
 
 def load_entries(sources: list[str], device: str) -> list[Entry]:
     """Load each SOURCE, plus the EDM teacher a distilled/tuned run names (when its file exists)."""
-    from .generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load  # noqa: PLC0415
 
     entries, taken, seen = [], set(), set()
     for source in sources:

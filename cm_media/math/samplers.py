@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .solvers import euler_step, heun_step
+from cm_media.math.solvers import euler_step, heun_step
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -40,7 +40,7 @@ def multistep(
 
 def default_step_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
     """Noise levels for a K-step consistency sample: a Karras grid of K + 1 points without its sigma_min end."""
-    from .schedules import karras_sigmas
+    from cm_media.math.schedules import karras_sigmas
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -75,7 +75,7 @@ def edm_heun(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.T
 
 def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """The EDM sampling grid: n Karras sigmas followed by sigma_N = 0 (float64)."""
-    from .schedules import karras_sigmas
+    from cm_media.math.schedules import karras_sigmas
 
     return torch.cat([karras_sigmas(n, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
 

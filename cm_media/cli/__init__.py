@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from cm_media.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _modality_options(parser: argparse.ArgumentParser) -> list[str]:
     """Add every installed modality's generate options (e.g. --seconds, --frames); returns their dest names."""
-    from .registry import available_modalities, get_modality  # noqa: PLC0415
+    from cm_media.registry import available_modalities, get_modality  # noqa: PLC0415
 
     dests, seen = [], set()
     for name in available_modalities():
@@ -123,8 +123,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config  # noqa: PLC0415
-    from .training import train  # noqa: PLC0415
+    from cm_media.runs.config import load_config  # noqa: PLC0415
+    from cm_media.runs.training import train  # noqa: PLC0415
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
 
 
 def _load(source, device="auto"):
-    from .generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load  # noqa: PLC0415
 
     return load(source, device=device)
 
@@ -218,19 +218,19 @@ def cmd_edit(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench  # noqa: PLC0415
+    from cm_media.eval import bench  # noqa: PLC0415
 
     return bench.main(args)
 
 
 def cmd_export(args) -> int:
-    from . import export  # noqa: PLC0415
+    from cm_media.runs import export  # noqa: PLC0415
 
     return export.main(args)
 
 
 def cmd_demo(args) -> int:
-    from . import demo  # noqa: PLC0415
+    from cm_media.cli import demo  # noqa: PLC0415
 
     return demo.main(args)
 
@@ -240,9 +240,9 @@ def cmd_info() -> int:
 
     import torch  # noqa: PLC0415
 
-    from . import __version__  # noqa: PLC0415
-    from .nn.attention import resolve_backend  # noqa: PLC0415
-    from .registry import MODALITIES, available_modalities, get_modality  # noqa: PLC0415
+    from cm_media import __version__  # noqa: PLC0415
+    from cm_media.nn.attention import resolve_backend  # noqa: PLC0415
+    from cm_media.registry import MODALITIES, available_modalities, get_modality  # noqa: PLC0415
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"cm-media {__version__}  python {platform.python_version()}  torch {torch.__version__}")
@@ -291,6 +291,3 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

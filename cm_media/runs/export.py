@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import checkpoint as ckpt
-from .config import apply_overrides, config_from_dict
-from .errors import UserError
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import apply_overrides, config_from_dict
+from cm_media.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 
@@ -54,10 +54,10 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
 
     `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change).
     """
-    from .generator import resolve_source  # noqa: PLC0415
-    from .model import build_model  # noqa: PLC0415
-    from .nn import resolve_backbone  # noqa: PLC0415
-    from .registry import get_modality  # noqa: PLC0415
+    from cm_media.runs.generator import resolve_source  # noqa: PLC0415
+    from cm_media.runs.model import build_model  # noqa: PLC0415
+    from cm_media.nn import resolve_backbone  # noqa: PLC0415
+    from cm_media.registry import get_modality  # noqa: PLC0415
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -156,7 +156,7 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
 
 
 def _sample_shape(cfg) -> tuple[int, ...]:
-    from .registry import get_modality  # noqa: PLC0415
+    from cm_media.registry import get_modality  # noqa: PLC0415
 
     modality = get_modality(cfg.modality)
     return modality.sample_shape(cfg, modality.build_codec(cfg))

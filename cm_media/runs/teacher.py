@@ -6,17 +6,17 @@ import dataclasses
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import RunConfig, config_from_dict
-from .errors import UserError
-from .nn import resolve_backbone
-from .registry import get_modality
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import RunConfig, config_from_dict
+from cm_media.errors import UserError
+from cm_media.nn import resolve_backbone
+from cm_media.registry import get_modality
 
 
 def load_teacher(student: RunConfig, device) -> tuple[torch.nn.Module, RunConfig]:
     """The frozen teacher (EMA weights, eval mode) named by `method.teacher`, and its config."""
-    from .generator import resolve_source  # noqa: PLC0415
-    from .model import build_model  # noqa: PLC0415
+    from cm_media.runs.generator import resolve_source  # noqa: PLC0415
+    from cm_media.runs.model import build_model  # noqa: PLC0415
 
     if not student.method.teacher:
         raise UserError(f"method.name {student.method.name} needs method.teacher (a teacher run directory or checkpoint)")
