@@ -1,18 +1,26 @@
-"""Conditions a model can be asked for: named class labels or vectors, embedded by the backbone.
+"""Conditions a model can be asked for: named class labels, vectors or scalars, embedded by the backbone.
 
-A dataset that carries conditions exposes `conditions: list[Condition]` and `get_cond(indices) -> dict`
-mapping each name to a LongTensor [B] of class indices or a FloatTensor [B, dim]. Index `len(classes)`
-means "no condition" (the null class used by classifier-free guidance).
+A dataset that carries conditions exposes `conditions: list[Condition]` and `get_cond(indices) -> dict` mapping
+each name to a LongTensor [B] of class indices or a FloatTensor [B, dim]. Index `len(classes)` means "no
+condition" (the null class of classifier-free guidance). A run records its conditions in `backbone.cond`, so the
+network can be rebuilt, and `cm-media info SOURCE` can list them, without the data.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from cm_media.errors import UserError
+
+KINDS = ("class", "vector", "scalar")
+GUIDANCE = "cfg_scale"  # the scalar condition of a guided-distilled student: its classifier-free guidance scale
+
 
 @dataclass
 class Condition:
-    """One named condition: `kind` "class" (an index into `classes`) or "vector" (`dim` floats)."""
+    """One named condition: `kind` "class" (an index into `classes`), "vector" (`dim` floats) or "scalar"."""
 
     name: str
     kind: str = "class"
@@ -21,3 +29,128 @@ class Condition:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> list | str:
+        """What a user may ask for: the class names, or the kind of value."""
+        if self.kind == "class":
+            return list(self.classes)
+        return f"{self.dim} numbers" if self.kind == "vector" else "a number"
+
+
+def conditions_from_spec(spec: list | None) -> list[Condition]:
+    """Validate a `backbone.cond` list of mappings (or Conditions) into Conditions."""
+    out = []
+    for item in spec or []:
+        if isinstance(item, Condition):
+            item = item.to_dict()
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise UserError(f"backbone.cond entries need a name, got {item!r}")
+        c = Condition(name=item["name"], kind=item.get("kind", "class"), classes=[str(v) for v in item.get("classes") or []],
+                      dim=int(item.get("dim") or 0))
+        if c.kind not in KINDS:
+            raise UserError(f"condition {c.name!r}: unknown kind {c.kind!r} ({', '.join(KINDS)})")
+        if c.kind == "class" and not c.classes:
+            raise UserError(f"condition {c.name!r} of kind class lists no classes")
+        if c.kind == "vector" and c.dim < 1:
+            raise UserError(f"condition {c.name!r} of kind vector needs dim >= 1")
+        out.append(c)
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise UserError(f"backbone.cond names a condition twice: {names}")
+    return out
+
+
+def _class_index(c: Condition, value) -> int:
+    """A class name, or an index given as an int or digit string, -> index; a clear error listing the classes."""
+    text = str(value).strip()
+    if text in c.classes:
+        return c.classes.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(c.classes):
+        return int(text)
+    raise UserError(f"unknown value {text!r} for condition {c.name!r} (valid: {', '.join(c.classes)}, "
+                    f"or an index 0-{len(c.classes) - 1})")
+
+
+def _values(value) -> list:
+    """A request value: one value, a comma list 'a,b' or a Python list -> list of single values."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, str) and "," in value:
+        return [v for v in value.split(",") if v.strip()]
+    return [value]
+
+
+def request_tensors(conditions: list[Condition], request: dict | None, n: int) -> dict[str, torch.Tensor]:
+    """{name: value(s)} for n samples -> {name: tensor}; lists cycle over the n samples; unnamed conditions are
+    left out (the network then uses their "no condition" value)."""
+    by_name = {c.name: c for c in conditions}
+    out: dict[str, torch.Tensor] = {}
+    for name, value in (request or {}).items():
+        if name not in by_name:
+            known = ", ".join(c.name for c in conditions if c.name != GUIDANCE) or "none: this model is unconditional"
+            raise UserError(f"unknown condition {name!r} (this model takes: {known})")
+        c, values = by_name[name], _values(value)
+        if not values:
+            raise UserError(f"condition {name!r} has no value")
+        if c.kind == "class":
+            idx = [_class_index(c, v) for v in values]
+            out[name] = torch.tensor([idx[i % len(idx)] for i in range(n)], dtype=torch.long)
+        elif c.kind == "scalar":
+            out[name] = torch.tensor([float(values[i % len(values)]) for i in range(n)])
+        else:
+            vec = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+            if vec.numel() != c.dim:
+                raise UserError(f"condition {name!r} takes {c.dim} numbers, got {vec.numel()}")
+            out[name] = vec.expand(n, c.dim).clone()
+    return out
+
+
+def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The "no condition" version of a batch of conditions (scalars such as the guidance scale are kept)."""
+    by_name = {c.name: c for c in conditions}
+    out = {}
+    for name, value in cond.items():
+        c = by_name[name]
+        if c.kind == "class":
+            out[name] = torch.full_like(value, len(c.classes))
+        elif c.kind == "vector":
+            out[name] = torch.zeros_like(value)
+        else:
+            out[name] = value
+    return out
+
+
+def drop_conditions(conditions: list[Condition], cond: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Classifier-free guidance training (Ho & Salimans 2022): where drop [B] is true, every condition of that
+    sample becomes "no condition" (the training loop draws `drop` with probability train.cond_dropout)."""
+    null = null_like(conditions, cond)
+    out = {}
+    for name, value in cond.items():
+        d = drop.to(value.device).reshape(-1, *([1] * (value.ndim - 1)))
+        out[name] = torch.where(d, null[name], value)
+    return out
+
+
+class Labelled:
+    """Mixin for datasets with per-item labels: `use_conditions` picks those named by `data.cond`; `get_cond`
+    returns them for a batch of indices."""
+
+    conditions: list[Condition] = []
+    _cond_values: dict[str, torch.Tensor] = {}
+
+    def use_conditions(self, wanted: list[str], available: dict[str, tuple[Condition, torch.Tensor]]):
+        """Condition on the labels named in `wanted` (from `available`: name -> (Condition, values [N] or [N, D]))."""
+        unknown = [w for w in wanted if w not in available]
+        if unknown:
+            known = ", ".join(available) or "none"
+            raise UserError(f"data.cond names {', '.join(map(repr, unknown))}, which this dataset does not label "
+                            f"(it has: {known})")
+        self.conditions = [available[w][0] for w in wanted]
+        self._cond_values = {w: available[w][1] for w in wanted}
+        return self
+
+    def get_cond(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices).long()
+        return {name: values[idx] for name, values in self._cond_values.items()}

@@ -166,10 +166,11 @@ def test_student_starts_from_teacher_weights(tmp_path, digits_config, teacher_ru
     from cm_media.runs.checkpoint import latest_checkpoint, load_checkpoint, prefixed
     from cm_media.methods import build_method
     from cm_media.runs.model import build_model
+    from cm_media.runs.teacher import load_teacher
 
     cfg = _tiny(digits_config, 1, **{"method.name": "ect", "method.teacher": str(teacher_run)})
     _, _, model = build_model(cfg)
-    build_method(cfg.method, model, 1, cfg, torch.device("cpu"))
+    build_method(cfg.method, model, 1, load_teacher(cfg, torch.device("cpu"))[0])
     ref = prefixed(load_checkpoint(latest_checkpoint(teacher_run))[0], "ema")
     for k, v in model.state_dict().items():
         assert torch.equal(v, ref[k]), k

@@ -80,7 +80,7 @@ def test_nan_guard_stops_with_clear_error(tmp_path, digits_config, monkeypatch):
     from cm_media import methods
     from cm_media.runs.training import TrainingError
 
-    monkeypatch.setattr(methods.ICT, "loss", lambda self, model, x0, step, gen: torch.full((x0.shape[0],), float("nan")))
+    monkeypatch.setattr(methods.ICT, "loss", lambda self, model, x0, step, gen, cond=None: torch.full((x0.shape[0],), float("nan")))
     cfg = tiny_cfg(digits_config, 50, **{"train.max_bad_steps": 3})
     with pytest.raises(TrainingError, match="non-finite"):
         train(cfg, tmp_path / "nan", progress=False)

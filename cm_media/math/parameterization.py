@@ -47,7 +47,7 @@ def noise_conditioning(sigma: torch.Tensor) -> torch.Tensor:
 
 
 class Preconditioned(nn.Module):
-    """Wraps a backbone F(x, c_noise) as an EDM denoiser (`kind="edm"`) or consistency function (`"consistency"`).
+    """Wraps a backbone F(x, c_noise[, cond]) as an EDM denoiser (`kind="edm"`) or consistency function (`"consistency"`).
 
     The skip combination runs in float32 outside autocast, so bf16 backbones keep the boundary condition exact.
     """
@@ -66,13 +66,15 @@ class Preconditioned(nn.Module):
             return edm_scalings(sigma, self.sigma_data)
         return consistency_scalings(sigma, self.sigma_data, self.sigma_min)
 
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, cond: dict | None = None) -> torch.Tensor:
+        """x [B, C, *axes], sigma [B] or a number, cond {name: [B] or [B, D]} or None -> [B, C, *axes]."""
         x = x.float()
         if not torch.is_tensor(sigma) or sigma.ndim == 0:
             sigma = torch.full((x.shape[0],), float(sigma), device=x.device)
         sigma = sigma.to(device=x.device, dtype=torch.float32)
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
-        out = self.backbone(c_in * x, noise_conditioning(sigma)).float()
+        c_noise = noise_conditioning(sigma)
+        out = (self.backbone(c_in * x, c_noise) if cond is None else self.backbone(c_in * x, c_noise, cond)).float()
         with torch.autocast(device_type=x.device.type, enabled=False):
             return c_skip * x + c_out * out
 

@@ -1,4 +1,4 @@
-"""Dims-agnostic building blocks: conv_nd, norms, the noise embedding and the residual block."""
+"""Dims-agnostic building blocks: conv_nd, norms, sinusoidal features and the residual block."""
 
 from __future__ import annotations
 
@@ -86,18 +86,6 @@ def sinusoidal_embedding(c_noise: torch.Tensor, dim: int, scale: float = 1000.0,
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
     args = (scale * c_noise.float())[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-
-
-class NoiseEmbedding(nn.Module):
-    """c_noise [B] -> embedding [B, emb_dim] through sinusoids and a two-layer MLP."""
-
-    def __init__(self, base: int, emb_dim: int):
-        super().__init__()
-        self.base = base
-        self.mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
-    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_embedding(c_noise, self.base))
 
 
 class ResBlock(nn.Module):

@@ -18,7 +18,9 @@ from einops import rearrange
 from torch import nn
 
 from cm_media.nn.attention import SelfAttention, attention
-from cm_media.nn.layers import Downsample, GroupNorm, NoiseEmbedding, ResBlock, conv_nd, norm_groups, zero_module
+from cm_media.nn.embedding import NoiseEmbedding
+from cm_media.nn.registry import register_arch
+from cm_media.nn.layers import Downsample, GroupNorm, ResBlock, conv_nd, norm_groups, zero_module
 
 
 @dataclass
@@ -40,6 +42,7 @@ class SpaceTimeUNetConfig:
     down_stride: int | list = field(default_factory=lambda: [1, 2, 2])
     patch_size: int = 1  # fold p x p pixel patches into channels first (pixel unshuffle): p^2 fewer positions
     attention_backend: str = "sdpa"
+    cond: list = field(default_factory=list)  # conditions (cm_media.conditions), filled in by training
 
 
 class TemporalConv(nn.Module):
@@ -147,7 +150,7 @@ class SpaceTimeUNet(nn.Module):
         self.total_stride = [s ** (levels - 1) * f for s, f in zip(stride, (1, p, p))]
         ch = cfg.channels
         emb_dim = 4 * ch
-        self.embed = NoiseEmbedding(ch, emb_dim)
+        self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
         self.inp = conv_nd(3, cfg.in_channels * p * p, ch, (1, 3, 3), padding=(0, 1, 1))
 
         def block(i, o, level):
@@ -180,12 +183,12 @@ class SpaceTimeUNet(nn.Module):
             zero_module(conv_nd(3, cur, (cfg.out_channels or cfg.in_channels) * p * p, (1, 3, 3), padding=(0, 1, 1))),
         )
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         axes = x.shape[2:]  # x: [B, C, T, H, W]
         pads = [(-n) % s for n, s in zip(axes, self.total_stride)]
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
-        emb = self.embed(c_noise)  # [B, 4*channels]
+        emb = self.embed(c_noise, cond)  # [B, 4*channels]
         p = self.patch
         if p > 1:
             x = rearrange(x, "b c t (h p1) (w p2) -> b (c p1 p2) t h w", p1=p, p2=p)
@@ -209,11 +212,4 @@ class SpaceTimeUNet(nn.Module):
 
 __all__ = ["SpaceTimeUNet", "SpaceTimeUNetConfig", "TemporalAttention", "TemporalConv"]
 
-
-def _register() -> None:
-    from cm_media.nn import register_arch  # noqa: PLC0415  (cm_media.nn imports this module at its end)
-
-    register_arch("spacetime_unet", SpaceTimeUNetConfig, SpaceTimeUNet)
-
-
-_register()
+register_arch("spacetime_unet", SpaceTimeUNetConfig, SpaceTimeUNet)

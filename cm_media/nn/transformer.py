@@ -11,7 +11,7 @@ attention within each frame (divided space-time attention), which scales to long
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,8 @@ from einops import rearrange
 from torch import nn
 
 from cm_media.nn.attention import BACKENDS, TokenAttention
-from cm_media.nn.layers import NoiseEmbedding
+from cm_media.nn.embedding import NoiseEmbedding
+from cm_media.nn.registry import register_arch
 
 # name -> (depth, width, heads); dit-s / dit-b / dit-l / dit-xl follow the DiT paper's table 1.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -51,6 +52,7 @@ class DiTConfig:
     attention_backend: str = "sdpa"  # sdpa | xformers | auto
     dropout: float = 0.0
     noise_freqs: int = 256  # sinusoid features of c_noise before the embedding MLP
+    cond: list = field(default_factory=list)  # conditions (cm_media.conditions), filled in by training
 
     def resolved(self) -> tuple[int, int, int]:
         """(depth, width, heads) after applying the size preset."""
@@ -211,7 +213,7 @@ class DiT(nn.Module):
         self._to_tokens = f"b c {cut} -> b ({' '.join(g)}) ({' '.join(p)} c)"
         self._from_tokens = f"b ({' '.join(g)}) ({' '.join(p)} c) -> b c {cut}"
 
-        self.embed = NoiseEmbedding(cfg.noise_freqs, width)
+        self.embed = NoiseEmbedding(cfg.noise_freqs, width, cfg.cond)
         self.patch_embed = nn.Linear(patch_volume * cfg.in_channels, width)
         self.pos = PositionEmbedding(cfg.pos_embed, width, d, per_axis(cfg.pos_len, d, "pos_len"))
         factorized = cfg.attention == "factorized"
@@ -238,7 +240,7 @@ class DiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         axes = x.shape[2:]  # x: [B, C, *axes]
         if len(axes) != self.cfg.dims:
             raise ValueError(f"DiT built for {self.cfg.dims} data axes got input of shape {tuple(x.shape)}")
@@ -249,7 +251,7 @@ class DiT(nn.Module):
         sizes = {f"p{i}": p for i, p in enumerate(self.patch)}
         tokens = rearrange(x, self._to_tokens, **sizes)  # [B, L, patch_volume * C]
         h = self.patch_embed(tokens) + self.pos(grid, x.device).to(tokens.dtype)  # [B, L, W]
-        c = self.embed(c_noise)  # [B, W]
+        c = self.embed(c_noise, cond)  # [B, W]
         for block in self.blocks:
             h = block(h, c, grid)
         out = self.final(h, c)  # [B, L, patch_volume * C_out]
@@ -258,7 +260,5 @@ class DiT(nn.Module):
 
 
 __all__ = ["SIZES", "DiT", "DiTConfig"]
-
-from cm_media.nn import register_arch  # the package defines it before importing this module
 
 register_arch("dit", DiTConfig, DiT)

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cm_media.nn.attention import SelfAttention
+from cm_media.nn.embedding import NoiseEmbedding
 from cm_media.nn.layers import (
-    Downsample, GroupNorm, NoiseEmbedding, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify,
-    zero_module,
+    Downsample, GroupNorm, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify, zero_module,
 )
+from cm_media.nn.registry import register_arch
 
 
 @dataclass
@@ -41,10 +42,11 @@ class UNetConfig:
     dilations: list = field(default_factory=lambda: [1])
     attention_backend: str = "sdpa"
     patch: int | list = 1
+    cond: list = field(default_factory=list)  # conditions (cm_media.conditions), filled in by training
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; F(x, c_noise) with x [B, C, *axes] and c_noise [B]."""
+    """Encoder-decoder with skip connections; F(x, c_noise, cond) with x [B, C, *axes], c_noise [B], cond a dict."""
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -63,7 +65,7 @@ class UNet(nn.Module):
         self.total_stride = [p * s ** (levels - 1) for p, s in zip(patch, stride)]
         ch = cfg.channels
         emb_dim = 4 * ch
-        self.embed = NoiseEmbedding(ch, emb_dim)
+        self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
         self.inp = conv_nd(d, cfg.in_channels * fold, ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
 
         def res(i, o, j):
@@ -110,12 +112,12 @@ class UNet(nn.Module):
             h = b(h, emb) if isinstance(b, ResBlock) else b(h)
         return h
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         axes = x.shape[2:]  # x: [B, C, *axes]
         pads = [(-n) % s for n, s in zip(axes, self.total_stride)]
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
-        emb = self.embed(c_noise)
+        emb = self.embed(c_noise, cond)  # [B, 4 * channels]
         h = self.inp(patchify(x, self.patch))  # [B, C * prod(patch), *axes / patch]
         hs = [h]
         for blocks in self.down:
@@ -133,3 +135,5 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["UNet", "UNetConfig", "count_parameters"]
+
+register_arch("unet", UNetConfig, UNet)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,38 +16,11 @@ from typing import Any
 import yaml
 
 from cm_media.errors import UserError
+from cm_media.methods import METHODS, MethodConfig
 from cm_media.registry import get_modality
 
+log = logging.getLogger(__name__)
 SECTIONS = ("modality", "data", "codec", "backbone", "method", "train", "sample")
-
-
-@dataclass
-class MethodConfig:
-    """Which objective trains the model and its noise-schedule constants (design.md section 3)."""
-
-    name: str = "ict"  # ct | ict | cd | ect | edm
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    sigma_data: float = 0.5
-    rho: float = 7.0
-    s0: int | None = None  # curriculum start (CT 2, iCT 10)
-    s1: int | None = None  # curriculum end (CT 150, iCT 1280; short runs want ~20)
-    mu0: float = 0.95  # CT target EMA at N = s0
-    p_mean: float = -1.1  # iCT / ECT lognormal; EDM uses edm_p_mean
-    p_std: float = 2.0
-    edm_p_mean: float = -1.2
-    edm_p_std: float = 1.2
-    huber_c: float | None = None  # None: 0.00054 sqrt(dim)
-    teacher: str | None = None  # run dir or checkpoint (cd, ect)
-    init_from_teacher: bool = True  # cd / ect start from the teacher's weights
-    num_scales: int = 18  # cd: N of the Karras grid the teacher steps on
-    target: str = "stopgrad"  # cd: stopgrad (iCT-style) or ema (mu0 decay)
-    distance: str = "pseudo_huber"  # cd: pseudo_huber or l2
-    stage_steps: int = 1000  # ect: iterations per stage (the t - r gap halves each stage)
-    ect_q: float = 2.0
-    ect_k: float = 8.0
-    ect_b: float = 1.0
-    weighting: str = "gap"  # ect: gap (1 / (t - r)) or edm ((t^2 + sd^2) / (t sd)^2)
 
 
 @dataclass
@@ -70,6 +44,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with other jobs
     samples: int = 64  # grid size written at the end
+    cond_dropout: float = 0.0  # share of samples trained with no condition (classifier-free guidance needs ~0.1)
 
 
 @dataclass
@@ -83,6 +58,7 @@ class SampleConfig:
     sampler: str = "heun"  # EDM models: heun (2N - 1 evaluations) or euler (N)
     channels_last: bool = False  # channels-last memory layout for 2D / 3D conv backbones
     compile: bool = False  # torch.compile the backbone (first call pays the compile time)
+    cfg_scale: float | None = None  # default classifier-free guidance scale of a conditional model (1: unguided)
 
 
 @dataclass
@@ -218,7 +194,7 @@ def config_from_dict(raw: dict) -> RunConfig:
         data=from_dict(modality.DataConfig, raw.get("data"), "data"),
         codec=from_dict(modality.CodecConfig, raw.get("codec"), "codec"),
         backbone=dict(backbone),
-        method=from_dict(MethodConfig, raw.get("method"), "method"),
+        method=method_from_dict(raw.get("method")),
         train=from_dict(TrainConfig, raw.get("train"), "train"),
         sample=from_dict(SampleConfig, raw.get("sample"), "sample"),
     )
@@ -226,12 +202,36 @@ def config_from_dict(raw: dict) -> RunConfig:
     return cfg
 
 
+def method_from_dict(section: dict | None) -> MethodConfig:
+    """The `method` section as the named method's own config dataclass.
+
+    Configs stored by older versions list every method's keys; a key of another method at that method's default
+    is dropped; another method's key is dropped with a note (a key of no method stays an error)."""
+    section = dict(section or {})
+    name = section.get("name", "ict")
+    if name not in METHODS:
+        raise UserError(f"unknown method.name {name!r} (known: {', '.join(sorted(METHODS))})")
+    cls = METHODS[name].Config
+    own = {f.name for f in dataclasses.fields(cls)}
+    for key in [k for k in section if k not in own]:
+        owners = [m for m, c in METHODS.items() if key in {f.name: f for f in dataclasses.fields(c.Config)}]
+        defaults = [_default(METHODS[m].Config, key) for m in owners]
+        if owners and all(section[key] == d for d in defaults):
+            del section[key]
+        elif owners:  # e.g. an ict config trained as edm with --set method.name=edm: say what goes unused
+            log.warning("note: method.%s=%r applies to method(s) %s, not %s: ignored", key, section[key],
+                        ", ".join(owners), name)
+            del section[key]
+    return from_dict(cls, section, "method")
+
+
+def _default(cls, key: str):
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside training."""
-    from cm_media.methods import METHODS  # noqa: PLC0415
-
-    if cfg.method.name not in METHODS:
-        raise UserError(f"unknown method.name {cfg.method.name!r} (known: {', '.join(sorted(METHODS))})")
     if cfg.train.steps < 1:
         raise UserError("train.steps must be >= 1")
     if cfg.train.batch_size < 1:
@@ -243,13 +243,18 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.checkpoint_every < 1:
         raise UserError("train.checkpoint_every must be >= 1")
     m = cfg.method
-    for key, value, allowed in (("target", m.target, ("stopgrad", "ema")), ("distance", m.distance, ("pseudo_huber", "l2")),
-                                ("weighting", m.weighting, ("gap", "edm"))):
+    for key, allowed in (("target", ("stopgrad", "ema")), ("distance", ("pseudo_huber", "l2")), ("weighting", ("gap", "edm"))):
+        value = getattr(m, key, allowed[0])
         if value not in allowed:
             raise UserError(f"unknown method.{key} {value!r} ({' or '.join(allowed)})")
+    scale = getattr(m, "cfg_scale", [])
+    if scale and (len(scale) != 2 or not 0 <= scale[0] <= scale[1]):
+        raise UserError(f"method.cfg_scale must be [w_min, w_max] with 0 <= w_min <= w_max, got {scale}")
+    if not 0 <= cfg.train.cond_dropout < 1:
+        raise UserError(f"train.cond_dropout must be in [0, 1), got {cfg.train.cond_dropout}")
     if cfg.sample.sampler not in ("heun", "euler"):
         raise UserError(f"unknown sample.sampler {cfg.sample.sampler!r} (heun or euler)")
-    if m.name in ("cd", "ect") and not m.teacher:
+    if METHODS[m.name].needs_teacher and not m.teacher:
         raise UserError(f"method.name {m.name} needs method.teacher (a teacher run directory or checkpoint)")
     if not 0 < cfg.method.sigma_min < cfg.method.sigma_max:
         raise UserError("method.sigma_min must be > 0 and below method.sigma_max")

@@ -16,7 +16,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from cm_media.nn import resolve_backbone
+from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.loader import load_codec_state, resolve_source
+from cm_media.runs.model import build_model
 from cm_media.runs.config import apply_overrides, config_from_dict
 from cm_media.errors import UserError
 
@@ -54,11 +58,6 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
 
     `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change).
     """
-    from cm_media.runs.generator import resolve_source  # noqa: PLC0415
-    from cm_media.runs.model import build_model  # noqa: PLC0415
-    from cm_media.nn import resolve_backbone  # noqa: PLC0415
-    from cm_media.registry import get_modality  # noqa: PLC0415
-
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     src = Path(source)
@@ -80,12 +79,14 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     # store the preset's resolved arguments (as runs do), so later preset edits cannot break the export
     cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
     prefix, state = _weights(tensors, path)
-    _, _, model = build_model(cfg)
+    _, codec, model = build_model(cfg)
     try:
         model.load_state_dict(state)  # the export must load; this also rejects a config/weights mismatch
     except RuntimeError as exc:
         raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
     params = sum(p.numel() for p in model.parameters())
+    load_codec_state(codec, tensors, path)  # a learned codec ships inside the export
+    codec_tensors = ckpt.with_prefix(codec.state_dict(), "codec") if isinstance(codec, torch.nn.Module) else {}
 
     target = DTYPES[dtype]
     weights = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
@@ -103,7 +104,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     model_path = out / "model.safetensors"
-    ckpt.save_checkpoint(model_path, ckpt.with_prefix(weights, "ema"), new_meta)
+    ckpt.save_checkpoint(model_path, {**ckpt.with_prefix(weights, "ema"), **codec_tensors}, new_meta)
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     ckpt.atomic_write_bytes(out / "config.yaml", config_text.encode())
     size = model_path.stat().st_size
@@ -156,8 +157,6 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
 
 
 def _sample_shape(cfg) -> tuple[int, ...]:
-    from cm_media.registry import get_modality  # noqa: PLC0415
-
     modality = get_modality(cfg.modality)
     return modality.sample_shape(cfg, modality.build_codec(cfg))
 

@@ -1,52 +1,65 @@
-"""Python API: `load(source)` -> Generator with `generate(n, steps, seed)` and `save(media, path)`.
+"""Python API: `load(source)` -> Generator with `generate(n, steps, seed, cond=...)` and `save(media, path)`.
 
-SOURCE is a run directory, a checkpoint file, or the name of a bundled pretrained model (a modality name).
+SOURCE is a run directory, a checkpoint file, an exported folder or the name of a bundled model.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cm_media.runs import checkpoint as ckpt
-from cm_media.runs.config import RunConfig, config_from_dict
+from cm_media.conditions import GUIDANCE, Condition, null_like, request_tensors
 from cm_media.errors import UserError
-from cm_media.runs.model import build_model, resolve_device
-from cm_media.registry import MODALITIES, get_modality
-from cm_media.math.samplers import default_step_sigmas, edm_euler, edm_heun, edm_sigmas, masked_multistep, multistep, onestep, slerp
+from cm_media.math.guidance import bind, classifier_free
+from cm_media.math.samplers import (
+    default_step_sigmas, edm_euler, edm_heun, edm_sigmas, masked_multistep, multistep, onestep, slerp,
+)
+from cm_media.runs.config import RunConfig
+from cm_media.runs.loader import load_run, resolve_source
+
+__all__ = ["Generator", "SampleOptions", "apply_speed_options", "load", "resolve_source"]
 
 
-def resolve_source(source: str | Path) -> Path:
-    """The checkpoint file behind a run directory, a checkpoint path or a bundled model name."""
-    path = Path(source)
-    if path.is_dir():
-        latest = ckpt.latest_checkpoint(path)
-        if latest is None:
-            bundled = path / "model.safetensors"
-            if bundled.is_file():
-                return bundled
-            raise UserError(f"no checkpoint in run directory {path}")
-        return latest
-    if path.is_file():
-        return path
-    if str(source) in MODALITIES:
-        folder = get_modality(str(source)).pretrained_dir()
-        if folder is None or not (folder / "model.safetensors").is_file():
-            raise UserError(f"no bundled pretrained {source} model ships with this version")
-        return folder / "model.safetensors"
-    raise UserError(f"source not found: {source} (a run directory, a checkpoint file, or image/audio/video)")
+@dataclass
+class SampleOptions:
+    """Generation options after defaults: what was asked for, else the run's `sample` section."""
+
+    steps: int
+    bf16: bool
+    batch_size: int
+    cfg_scale: float | None
 
 
 class Generator:
-    """A trained model ready to sample: EMA weights, codec and the modality's file writers."""
+    """A trained model ready to sample: EMA weights, codec, conditions and the modality's file writers."""
 
-    def __init__(self, cfg: RunConfig, model: torch.nn.Module, codec, modality, device, source: Path):
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, codec, modality, device, source: Path,
+                 conditions: list[Condition] | None = None):
         self.cfg, self.model, self.codec, self.modality = cfg, model, codec, modality
         self.device, self.source = device, source
+        self.conditions = conditions if conditions is not None else []
         self._bf16_twin: torch.nn.Module | None = None
+
+    # ------------------------------------------------------------------ options, network, conditions
+
+    def options(self, steps: int | None = None, bf16: bool | None = None, batch_size: int | None = None,
+                cfg_scale: float | None = None) -> SampleOptions:
+        """The one place generation defaults are resolved (generate, interpolate, edit and bench use it)."""
+        s = self.cfg.sample
+        steps = s.steps if steps is None else steps
+        if steps < 1:
+            raise UserError(f"--steps must be >= 1, got {steps}")
+        batch_size = s.batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
+        if cfg_scale is not None and not (cfg_scale >= 0 and cfg_scale < float("inf")):
+            raise UserError(f"--cfg-scale must be a finite number >= 0, got {cfg_scale}")
+        return SampleOptions(steps, s.bf16 if bf16 is None else bf16, batch_size, cfg_scale)
 
     def net(self, bf16: bool) -> torch.nn.Module:
         """The model to call: with bf16, a twin whose conv/linear weights are stored in bf16 (built once).
@@ -68,6 +81,34 @@ class Generator:
     def is_consistency(self) -> bool:
         return self.model.kind == "consistency"
 
+    @property
+    def guided_student(self) -> bool:
+        """True for a guided-distilled model: it takes the guidance scale as an input (one evaluation per step)."""
+        return any(c.name == GUIDANCE for c in self.conditions)
+
+    def condition_spec(self) -> dict[str, list | str]:
+        """What this model can be asked for: {condition name: class names or a kind of value}."""
+        return {c.name: c.describe() for c in self.conditions if c.name != GUIDANCE}
+
+    def cond_tensors(self, cond: dict | None, n: int) -> dict[str, torch.Tensor]:
+        """A request {name: value or values} for n samples -> tensors (lists cycle over the samples)."""
+        if cond and GUIDANCE in cond:
+            raise UserError(f"{GUIDANCE!r} is set with --cfg-scale, not as a condition")
+        return request_tensors(self.conditions, cond, n)
+
+    def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
+        """f(x, sigma) with the conditions bound: a guided student gets the scale as an input; any other
+        conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch)."""
+        cond = {k: v.to(self.device) for k, v in cond.items()}
+        if self.guided_student:
+            w = 1.0 if cfg_scale is None else cfg_scale
+            return lambda x, s: net(x, s, {**cond, GUIDANCE: torch.full((x.shape[0],), w, device=x.device)})
+        if cfg_scale is None or cfg_scale == 1 or not cond:
+            return bind(net, cond)
+        return classifier_free(net, cond, null_like(self.conditions, cond), cfg_scale)
+
+    # ------------------------------------------------------------------ sampling
+
     def step_sigmas(self, steps: int) -> list[float]:
         """Noise levels of a `steps`-step consistency sample: the config's `sample.sigmas` or a Karras grid."""
         custom = self.cfg.sample.sigmas.get(steps, self.cfg.sample.sigmas.get(str(steps)))
@@ -79,43 +120,48 @@ class Generator:
         return default_step_sigmas(steps, m.sigma_min, m.sigma_max, m.rho)
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False):
-        """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model."""
-        m, net = self.cfg.method, self.net(bf16)
+    def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False,
+               cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None):
+        """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model.
+        `cond` holds tensors for this batch (see cond_tensors)."""
+        m = self.cfg.method
+        f = self.conditioned(self.net(bf16), cond or {}, cfg_scale)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
             if self.is_consistency:
                 sigmas = self.step_sigmas(steps)
                 if steps == 1:
-                    return onestep(net, noise, sigmas[0])
-                return multistep(net, noise, sigmas, m.sigma_min, generator)
+                    return onestep(f, noise, sigmas[0])
+                return multistep(f, noise, sigmas, m.sigma_min, generator)
             solver = edm_euler if self.cfg.sample.sampler == "euler" else edm_heun
-            return solver(net, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
+            return solver(f, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
 
     def generate(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
-        bf16: bool | None = None, **options: Any,
+        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None, **options: Any,
     ) -> torch.Tensor:
-        """Generate n samples in batches and decode them to media tensors (images/videos in [0, 1], audio in [-1, 1])."""
+        """Generate n samples in batches and decode them to media tensors (images/videos in [0, 1], audio in [-1, 1]).
+
+        `cond` asks for conditions by name, e.g. {"class": ["7", "3"]} (values cycle over the samples); `cfg_scale`
+        is the classifier-free guidance scale (1: unguided, 0: unconditional)."""
         if n < 1:
-            raise UserError("-n must be >= 1")
-        steps = steps or self.cfg.sample.steps
-        if steps < 1:
-            raise UserError("--steps must be >= 1")
+            raise UserError(f"-n must be >= 1, got {n}")
+        opt = self.options(steps, bf16, batch_size, cfg_scale)
         shape = self.modality.sample_shape(self.cfg, self.codec, **options)
+        cond_all = self.cond_tensors(cond, n)
         gen = torch.Generator().manual_seed(seed)
-        batch_size = batch_size or self.cfg.sample.batch_size
-        bf16 = self.cfg.sample.bf16 if bf16 is None else bf16
         out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
+        for start in range(0, n, opt.batch_size):
+            b = min(opt.batch_size, n - start)
             noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
-            x = self.sample(noise, steps, gen, bf16)
+            batch_cond = {k: v[start: start + b] for k, v in cond_all.items()}
+            x = self.sample(noise, opt.steps, gen, opt.bf16, batch_cond, opt.cfg_scale)
             out.append(self.codec.decode(x.float()).cpu())
         return torch.cat(out)
 
     def edit(self, media: torch.Tensor, mask: torch.Tensor, steps: int | None = None, seed: int = 0,
              bf16: bool | None = None, init: torch.Tensor | None = None,
-             sigmas: list[float] | None = None, guidance: float = 0.0) -> torch.Tensor:
+             sigmas: list[float] | None = None, guidance: float = 0.0, cond: dict | None = None,
+             cfg_scale: float | None = None) -> torch.Tensor:
         """Regenerate the model-space region where mask = 1 and keep the rest exactly (media [B, ...] in, out).
 
         `init` (media like `media`) is a first guess for the masked region, refined from `sigmas` (default: the
@@ -123,27 +169,32 @@ class Generator:
         reconstruction guidance (a backward pass per step); see masked_multistep."""
         if not self.is_consistency:
             raise UserError("editing needs a consistency model; this run is an EDM diffusion model")
-        steps = steps or max(self.cfg.sample.steps, 2)
+        opt = self.options(max(self.cfg.sample.steps, 2) if steps is None else steps, bf16, None, cfg_scale)
         known = self.codec.encode(media.to(self.device))  # [B, C, *axes]
         if mask.shape[2:] != known.shape[2:]:
             raise UserError(f"mask shape {tuple(mask.shape)} does not fit the input's model shape {tuple(known.shape)}")
         guess = None if init is None else self.codec.encode(init.to(self.device))
         gen = torch.Generator().manual_seed(seed)
-        sigmas = self.step_sigmas(steps) if sigmas is None else [float(s) for s in sigmas]
-        bf16 = self.cfg.sample.bf16 if bf16 is None else bf16
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            x = masked_multistep(self.net(bf16), known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
+        sigmas = self.step_sigmas(opt.steps) if sigmas is None else [float(s) for s in sigmas]
+        f = self.conditioned(self.net(opt.bf16), self.cond_tensors(cond, known.shape[0]), opt.cfg_scale)
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
+            x = masked_multistep(f, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
                                  init=guess, guidance=guidance)
         return self.codec.decode(x.float()).cpu()
 
-    def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, **options: Any):
+    def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, bf16: bool | None = None,
+                    cond: dict | None = None, cfg_scale: float | None = None, **options: Any):
         """n samples along the slerp path between the noises of two seeds (same shape options as generate)."""
+        if n < 1:
+            raise UserError(f"-n must be >= 1, got {n}")
+        opt = self.options(steps, bf16, None, cfg_scale)
         shape = self.modality.sample_shape(self.cfg, self.codec, **options)
         z0 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_a))
         z1 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_b))
         alphas = torch.linspace(0, 1, n).tolist() if n > 1 else [0.0]
         noise = torch.cat([slerp(z0, z1, a) for a in alphas]).to(self.device)
-        x = self.sample(noise, steps or self.cfg.sample.steps, torch.Generator().manual_seed(seed_a))
+        x = self.sample(noise, opt.steps, torch.Generator().manual_seed(seed_a), opt.bf16, self.cond_tensors(cond, n),
+                        opt.cfg_scale)
         return self.codec.decode(x.float()).cpu()
 
     def save(self, media: torch.Tensor, path: str | Path, **options: Any) -> list[Path]:
@@ -151,24 +202,10 @@ class Generator:
 
 
 def load(source: str | Path = "image", device: str = "auto", weights: str = "ema") -> Generator:
-    """Load a run directory, checkpoint file or bundled model name as a Generator (EMA weights by default)."""
-    path = resolve_source(source)
-    tensors, meta = ckpt.load_checkpoint(path)
-    if "config" not in meta:
-        raise UserError(f"{path} has no run config in its metadata")
-    cfg = config_from_dict(meta["config"])
-    modality, codec, model = build_model(cfg)
-    state = ckpt.prefixed(tensors, weights) or ckpt.prefixed(tensors, "model")
-    # exported models may store bf16 weights; compute in float32 (autocast decides the matmul precision)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    apply_speed_options(model, cfg.sample.channels_last, cfg.sample.compile)
-    return Generator(cfg, model, codec, modality, dev, path)
+    """Load a run directory, checkpoint file, exported folder or bundled model name as a Generator (EMA weights)."""
+    run = load_run(source, device, weights)
+    apply_speed_options(run.model, run.cfg.sample.channels_last, run.cfg.sample.compile)
+    return Generator(run.cfg, run.model, run.codec, run.modality, run.device, run.path, run.conditions)
 
 
 def apply_speed_options(model: torch.nn.Module, channels_last: bool, compile: bool) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from cm_media.runs.config import RunConfig
+import torch
+
+from cm_media.conditions import Condition, conditions_from_spec
+from cm_media.errors import UserError
+from cm_media.math.parameterization import Preconditioned
 from cm_media.methods import method_kind
 from cm_media.nn import build_backbone
-from cm_media.math.parameterization import Preconditioned
 from cm_media.registry import get_modality
+from cm_media.runs.config import RunConfig
 
 
 def build_model(cfg: RunConfig):
-    """(modality, codec, model) for a validated run config; the model maps (x, sigma [B]) -> x0 estimate."""
+    """(modality, codec, model) for a validated run config; the model maps (x, sigma [B], cond) -> x0 estimate."""
     modality = get_modality(cfg.modality)
     codec = modality.build_codec(cfg)
     backbone = build_backbone(cfg.backbone, modality.backbone_presets, codec.dims, codec.channels)
@@ -20,11 +24,12 @@ def build_model(cfg: RunConfig):
     return modality, codec, model
 
 
-def resolve_device(name: str):
-    import torch  # noqa: PLC0415
+def run_conditions(cfg: RunConfig) -> list[Condition]:
+    """The conditions a run's network takes (recorded in `backbone.cond` by training)."""
+    return conditions_from_spec(cfg.backbone.get("cond"))
 
-    from cm_media.errors import UserError  # noqa: PLC0415
 
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -18,15 +18,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from cm_media.conditions import drop_conditions
+from cm_media.errors import UserError
+from cm_media.math.schedules import ema_warmup_decay
+from cm_media.methods import METHODS, build_method
+from cm_media.nn import resolve_backbone
+from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs import distributed
 from cm_media.runs.config import RunConfig, dump_config
-from cm_media.errors import UserError
-from cm_media.methods import build_method
-from cm_media.runs.model import build_model, resolve_device
-from cm_media.nn import resolve_backbone
-from cm_media.registry import get_modality
-from cm_media.math.schedules import ema_warmup_decay
+from cm_media.runs.model import build_model, resolve_device, run_conditions
+from cm_media.runs.teacher import load_teacher
 
 
 class TrainingError(UserError):
@@ -51,9 +53,23 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
+    """Items [B, C, *axes] of a dataset (model tensors, or media its codec encodes in the loop)."""
     if hasattr(dataset, "get_batch"):
         return dataset.get_batch(indices)
     return torch.stack([dataset[int(i)] for i in indices])
+
+
+def get_cond(dataset, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The conditions of a batch ({} for an unconditional dataset)."""
+    return dataset.get_cond(indices) if getattr(dataset, "conditions", None) else {}
+
+
+def with_conditions(cfg: RunConfig, dataset) -> RunConfig:
+    """The config with the network's conditions recorded in `backbone.cond`: the dataset's (those named by
+    `data.cond`) plus the method's extra inputs, so the network can be rebuilt from the run alone."""
+    spec = [c.to_dict() for c in getattr(dataset, "conditions", None) or []]
+    spec += [c.to_dict() for c in METHODS[cfg.method.name].extra_conditions(cfg.method)]
+    return dataclasses.replace(cfg, backbone={**cfg.backbone, "cond": spec})
 
 
 class _Stop:
@@ -99,10 +115,12 @@ def _restore_rng(tensors, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, keep):
+def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, keep):
     tensors = {}
     tensors.update(ckpt.with_prefix(model.state_dict(), "model"))
     tensors.update(ckpt.with_prefix(ema.state_dict(), "ema"))
+    if isinstance(codec, torch.nn.Module):  # a learned codec travels with the run, so generation needs nothing else
+        tensors.update(ckpt.with_prefix(codec.state_dict(), "codec"))
     for name, module in method.state_modules().items():
         tensors.update(ckpt.with_prefix(module.state_dict(), name))
     opt_tensors, opt_meta = ckpt.optimizer_tensors(opt)
@@ -137,12 +155,19 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     local_batch = tc.batch_size // dd.world
     torch.manual_seed(tc.seed + dd.rank)  # dropout differs per rank; data and noise come from `gen`
     gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank: global batch indices and noise
-    modality, codec, model = build_model(cfg)
-    dataset = modality.build_dataset(cfg, codec, "train")
+    modality = get_modality(cfg.modality)
+    dataset = modality.build_dataset(cfg, modality.build_codec(cfg), "train")
     if len(dataset) == 0:
         raise UserError("the training dataset is empty")
+    cfg = with_conditions(cfg, dataset)
+    conditions = run_conditions(cfg)
+    modality, codec, model = build_model(cfg)
+    if isinstance(codec, torch.nn.Module):
+        codec.to(device).eval().requires_grad_(False)
+    encode_in_loop = getattr(dataset, "encoded", True) is False  # media batches, encoded on the device below
     model.to(device).train()
-    method = build_method(cfg.method, model, tc.steps, cfg, device)  # CD / ECT may load teacher weights
+    teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].needs_teacher else None
+    method = build_method(cfg.method, model, tc.steps, teacher, conditions)  # CD / ECT start from the teacher
     method.rank, method.world = dd.rank, dd.world
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     for module in method.state_modules().values():
@@ -175,7 +200,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
 
     def checkpoint():  # rank 0 writes; the others wait so nobody runs ahead of a half-written state
         if dd.main:
-            save_training_state(run_dir, step, cfg, model, ema, method, opt, gen, bad_steps, tc.keep_checkpoints)
+            save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, tc.keep_checkpoints)
         distributed.barrier(dd)
         return ckpt.checkpoint_path(run_dir, step)
 
@@ -187,8 +212,15 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                 idx = torch.randint(0, len(dataset), (tc.batch_size,), generator=gen)
                 idx = idx[dd.rank * local_batch: (dd.rank + 1) * local_batch]  # this rank's shard of the global batch
                 x0 = get_batch(dataset, idx).to(device, non_blocking=True)  # [B, C, *axes]
+                if encode_in_loop:
+                    with torch.no_grad():
+                        x0 = codec.encode(x0)
+                cond = {k: v.to(device) for k, v in get_cond(dataset, idx).items()}
+                if conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
+                    drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_dropout
+                    cond = drop_conditions(conditions, cond, drop[dd.rank * local_batch: (dd.rank + 1) * local_batch])
                 with autocast:
-                    per_sample = method.loss(net, x0, step, gen)  # [B]
+                    per_sample = method.loss(net, x0, step, gen, cond or None)  # [B]
                 loss = per_sample.float().mean()
                 opt.zero_grad(set_to_none=True)
                 # one reduction carries the global loss (for the NaN guard and logs) and any stop request

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 
 from .codec import AUDIO_SUFFIXES, audio_info, fit_channels, fit_length, normalize, read_window, resample
@@ -31,6 +32,7 @@ class AudioDataConfig:
     midi_low: int = 48  # tones: lowest MIDI note (48 = C3, 130.8 Hz)
     midi_high: int = 72  # tones: highest MIDI note (72 = C5, 523.3 Hz)
     seed: int = 0  # tones: synthesis seed
+    cond: list = field(default_factory=list)  # labels to condition on: tones has "pitch" (MIDI note numbers)
 
 
 def midi_to_hz(midi: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ def split(n: int, holdout: float, part: str) -> slice:
     return slice(0, cut) if part == "train" else slice(cut, n)
 
 
-class ClipDataset:
+class ClipDataset(Labelled):
     """Waveforms held in memory [N, C, T]; items are encoded to model tensors on access."""
 
     def __init__(self, media: torch.Tensor, codec, labels: torch.Tensor | None = None):
@@ -176,7 +178,7 @@ class ToneDataset(ClipDataset):
         return super().get_batch(indices)
 
 
-class FolderDataset:
+class FolderDataset(Labelled):
     """Windows of the audio files in a folder, read from disk on access (never whole files).
 
     `random` crops pick a new start inside the window's file on every access (torch's global RNG, which the
@@ -262,8 +264,10 @@ def build_dataset(cfg, codec, part: str = "train"):
         if d.tones < 1:
             raise UserError(f"data.tones must be >= 1, got {d.tones}")
         s = split(d.tones, d.holdout, part)
-        return cached_tones(codec, d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
-                            d.midi_high, d.seed, s.start, s.stop)
+        tones = cached_tones(codec, d.tones, cfg.codec.sample_rate, d.seconds, cfg.codec.channels, d.midi_low,
+                             d.midi_high, d.seed, s.start, s.stop)
+        pitch = Condition("pitch", classes=[str(m) for m in range(d.midi_low, d.midi_high + 1)])
+        return tones.use_conditions(list(d.cond), {"pitch": (pitch, tones.labels.long() - d.midi_low)})
     if d.dataset == "folder":
         if not d.root:
             raise UserError("data.root must name a folder when data.dataset is 'folder'")
@@ -271,6 +275,7 @@ def build_dataset(cfg, codec, part: str = "train"):
             raise UserError(f"unknown data.crop {d.crop!r} (random or fixed)")
         infos = scan_folder(Path(d.root).expanduser())
         windows = folder_windows(infos, d.seconds)
-        return FolderDataset(infos, windows[split(len(windows), d.holdout, part)], codec, cfg.codec, d.seconds,
-                             d.crop)
+        dataset = FolderDataset(infos, windows[split(len(windows), d.holdout, part)], codec, cfg.codec, d.seconds,
+                                d.crop)
+        return dataset.use_conditions(list(d.cond), {})
     raise UserError(f"unknown data.dataset {d.dataset!r} for audio (tones or folder)")

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cm_media.nn import UNet, UNetConfig, register_arch
+from cm_media.nn.registry import register_arch
+from cm_media.nn.unet import UNet, UNetConfig
 
 
 @dataclass
@@ -44,7 +45,7 @@ class STFTUNet(nn.Module):
         self.unet = UNet(replace(cfg, dims=2, in_channels=c2, out_channels=c2))
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         b, c, t = x.shape
         n_fft, hop = self.cfg.n_fft, self.cfg.hop
         wav = F.pad(x.float(), (0, (-t) % hop)).reshape(b * c, -1)  # [B*C, T'] whole hops
@@ -54,7 +55,7 @@ class STFTUNet(nn.Module):
             spec = spec * spec.abs().clamp_min(1e-6).pow(self.cfg.compress - 1)
         frames = spec.shape[-1]
         h = torch.view_as_real(spec).reshape(b, c, self.bins, frames, 2).permute(0, 1, 4, 2, 3)
-        h = self.unet(h.reshape(b, 2 * c, self.bins, frames), c_noise)  # [B, 2C, F, N]
+        h = self.unet(h.reshape(b, 2 * c, self.bins, frames), c_noise, cond)  # [B, 2C, F, N]
         out = h.float().reshape(b * c, 2, self.bins, frames).permute(0, 2, 3, 1).contiguous()
         with torch.autocast(x.device.type, enabled=False):
             out = F.pad(torch.view_as_complex(out), (0, 0, 0, 1))  # zero Nyquist bin: [B*C, F + 1, N]

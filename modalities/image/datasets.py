@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 
 log = logging.getLogger(__name__)
+DIGIT_CLASSES = Condition("class", classes=[str(d) for d in range(10)])
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -19,10 +21,11 @@ class ImageDataConfig:
     dataset: str = "digits"  # digits | folder
     root: str | None = None  # the folder, for dataset: folder
     holdout: float = 0.1  # share kept out of training for evaluation (the last items)
+    cond: list = field(default_factory=list)  # labels to condition on: digits has "class"
 
 
-class TensorDataset:
-    """Model tensors held in memory: [N, C, H, W]."""
+class TensorDataset(Labelled):
+    """Model tensors held in memory: [N, C, H, W], with their class labels [N] where the data has them."""
 
     def __init__(self, data: torch.Tensor, labels: torch.Tensor | None = None):
         self.data = data
@@ -81,4 +84,6 @@ def build_dataset(cfg, codec, part: str = "train") -> TensorDataset:
     else:
         raise UserError(f"unknown data.dataset {data_cfg.dataset!r} for images (digits or folder)")
     s = split(pixels.shape[0], data_cfg.holdout, part)
-    return TensorDataset(codec.encode(pixels[s]), None if labels is None else labels[s])
+    dataset = TensorDataset(codec.encode(pixels[s]), None if labels is None else labels[s])
+    available = {} if labels is None else {"class": (DIGIT_CLASSES, labels[s])}
+    return dataset.use_conditions(list(data_cfg.cond), available)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 from modalities.image.datasets import digits_pixels, split
 
@@ -34,9 +35,10 @@ class VideoDataConfig:
     seed: int = 0  # moving-digits: the clips are a function of this seed
     clip_hop: float = 0.5  # folder: clip starts are this share of a clip length apart
     cache_clips: int = 512  # folder: decoded clips kept in memory (uint8)
+    cond: list = field(default_factory=list)  # labels to condition on: moving-digits has "digit1", "digit2"
 
 
-class ClipDataset:
+class ClipDataset(Labelled):
     """uint8 clips [N, C, T, H, W] in memory, served as model tensors."""
 
     def __init__(self, clips: torch.Tensor, codec):
@@ -72,20 +74,25 @@ def _trajectory(rng: np.random.Generator, frames: int, room: tuple[int, int], sp
 
 def moving_digits(
     n: int, frames: int, size: tuple[int, int], digits: torch.Tensor, max_digits: int, speed, seed: int,
-) -> torch.Tensor:
-    """n clips uint8 [n, 1, T, H, W]: 1..max_digits of `digits` ([N, d, d] uint8) bouncing, combined by max."""
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n clips uint8 [n, 1, T, H, W]: 1..max_digits of `digits` ([N, d, d] uint8) bouncing, combined by max; and
+    the label of each digit shown [n, max_digits] in drawing order (-1 where a clip shows fewer)."""
     h, w = size
     d = digits.shape[-1]
     room = (h - d, w - d)
     rng = np.random.default_rng(seed)
     src = digits.numpy()
     out = np.zeros((n, frames, h, w), dtype=np.uint8)
+    shown = np.full((n, max_digits), -1, dtype=np.int64)
     for i in range(n):
-        for _ in range(int(rng.integers(1, max_digits + 1))):
-            glyph = src[rng.integers(len(src))]
+        for k in range(int(rng.integers(1, max_digits + 1))):
+            pick = rng.integers(len(src))
+            glyph = src[pick]
+            shown[i, k] = -1 if labels is None else int(labels[pick])
             for t, (y, x) in enumerate(_trajectory(rng, frames, room, speed)):
                 np.maximum(out[i, t, y: y + d, x: x + d], glyph, out=out[i, t, y: y + d, x: x + d])
-    return torch.from_numpy(out)[:, None]
+    return torch.from_numpy(out)[:, None], torch.from_numpy(shown)
 
 
 def moving_digits_dataset(cfg, codec, part: str) -> ClipDataset:
@@ -100,20 +107,24 @@ def moving_digits_dataset(cfg, codec, part: str) -> ClipDataset:
         raise UserError(f"data.speed must be [min, max] pixels per frame, got {dc.speed}")
     if dc.clips < 1:
         raise UserError(f"data.clips must be >= 1, got {dc.clips}")
-    pixels, _ = digits_pixels()  # [N, 1, 8, 8] in [0, 1]
+    pixels, labels = digits_pixels()  # [N, 1, 8, 8] in [0, 1], [N]
     glyphs = F.interpolate(pixels, size=(dc.digit_size, dc.digit_size), mode="bilinear", align_corners=False)
     glyphs = (glyphs.clamp(0, 1)[:, 0] * 255).round().to(torch.uint8)  # [N, d, d]
-    glyphs = glyphs[split(len(glyphs), dc.holdout, part)]
+    glyphs, labels = glyphs[split(len(glyphs), dc.holdout, part)], labels[split(len(glyphs), dc.holdout, part)]
     counts = split(dc.clips, dc.holdout, part)
     n = counts.stop - counts.start
-    clips = moving_digits(n, codec.cfg.frames, (h, w), glyphs, dc.max_digits, dc.speed,
-                          seed=dc.seed * 2 + (part != "train"))
+    clips, shown = moving_digits(n, codec.cfg.frames, (h, w), glyphs, dc.max_digits, dc.speed,
+                                 seed=dc.seed * 2 + (part != "train"), labels=labels)
     if codec.channels == 3:
         clips = clips.expand(-1, 3, -1, -1, -1).contiguous()
-    return ClipDataset(clips, codec)
+    available = {}
+    for k in range(dc.max_digits):  # digit k of a clip; "no condition" where the clip shows fewer digits
+        cond = Condition(f"digit{k + 1}", classes=[str(d) for d in range(10)])
+        available[cond.name] = (cond, torch.where(shown[:, k] < 0, 10, shown[:, k]))
+    return ClipDataset(clips, codec).use_conditions(list(dc.cond), available)
 
 
-class FolderClips:
+class FolderClips(Labelled):
     """Clips cut from the video files of a folder, decoded when first used and kept in a small LRU cache.
 
     Each file gives clips starting every `clip_hop` clip lengths (at least one per file); training draws clips
@@ -186,7 +197,7 @@ def folder_dataset(cfg, codec, part: str) -> FolderClips:
     else:  # too few files: hold out the last clips instead
         flat = [w for f in per_file for w in f]
         windows = flat[split(len(flat), dc.holdout, part)]
-    return FolderClips(windows, codec, dc.cache_clips)
+    return FolderClips(windows, codec, dc.cache_clips).use_conditions(list(dc.cond), {})
 
 
 def build_dataset(cfg, codec, part: str = "train"):

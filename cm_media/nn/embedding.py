@@ -1,0 +1,117 @@
+"""The noise embedding and condition embedders: class labels, vectors and scalars (a guidance scale) -> features added to the noise features.
+
+As EDM's `class_labels` and DiT's `y`, a condition joins the network through the noise embedding: each embedder
+returns [B, dim], summed with the sinusoidal c_noise features before the embedding MLP. A class condition has
+one extra "no condition" row (index = number of classes), initialized at zero, so a conditional network asked for
+nothing starts as the unconditional one (classifier-free guidance needs that entry).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cm_media.conditions import Condition, conditions_from_spec
+from cm_media.nn.layers import sinusoidal_embedding
+
+
+class ClassEmbedding(nn.Module):
+    """Class index [B] (num_classes = no condition) -> [B, dim]."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.normal_(self.table.weight, std=1.0)  # the scale of the sinusoidal features it joins
+        with torch.no_grad():
+            self.table.weight[num_classes].zero_()
+
+    def null(self, batch: int, device) -> torch.Tensor:
+        return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.table(labels.long())
+
+
+class VectorEmbedding(nn.Module):
+    """Vector [B, D] (zeros = no condition) -> [B, dim] through a linear map without bias."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.in_dim = in_dim
+        self.proj = nn.Linear(in_dim, dim, bias=False)
+
+    def null(self, batch: int, device) -> torch.Tensor:
+        return torch.zeros(batch, self.in_dim, device=device)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.proj(v.float().reshape(v.shape[0], -1))
+
+
+class ScalarEmbedding(nn.Module):
+    """Scalar [B] (e.g. the guidance scale w of a guided-distilled student) -> [B, dim] through sinusoids and a
+    zero-initialized linear map, so a student initialized from its teacher starts out ignoring it."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def null(self, batch: int, device) -> torch.Tensor:
+        return torch.zeros(batch, device=device)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.proj(sinusoidal_embedding(s.float().reshape(-1), self.dim, scale=100.0))
+
+
+def _embedder(c: Condition, dim: int) -> nn.Module:
+    if c.kind == "class":
+        return ClassEmbedding(len(c.classes), dim)
+    if c.kind == "vector":
+        return VectorEmbedding(c.dim, dim)
+    return ScalarEmbedding(dim)
+
+
+class ConditionEmbedding(nn.Module):
+    """Every condition of a backbone, summed: cond {name: tensor [B] or [B, D]} -> [B, dim]; a missing name (or
+    cond=None) takes that condition's "no condition" value."""
+
+    def __init__(self, spec: list, dim: int):
+        super().__init__()
+        self.conditions = conditions_from_spec(spec)
+        self.embedders = nn.ModuleDict({c.name: _embedder(c, dim) for c in self.conditions})
+
+    def forward(self, cond: dict | None, batch: int, device) -> torch.Tensor | None:
+        cond = cond or {}
+        unknown = set(cond) - set(self.embedders)
+        if unknown:
+            raise ValueError(f"unknown condition(s) {sorted(unknown)} (this model takes: {sorted(self.embedders) or 'none'})")
+        out = None
+        for name, emb in self.embedders.items():
+            value = cond.get(name)
+            e = emb(emb.null(batch, device) if value is None else value.to(device))
+            out = e if out is None else out + e
+        return out
+
+
+class NoiseEmbedding(nn.Module):
+    """c_noise [B] (+ conditions) -> embedding [B, emb_dim] through sinusoids and a two-layer MLP.
+
+    Conditions (`cond_spec`, see cm_media.conditions) are embedded at the sinusoids' width and added to them
+    before the MLP, as EDM adds its class embedding; with no conditions the module is the plain noise embedding."""
+
+    def __init__(self, base: int, emb_dim: int, cond_spec: list | None = None):
+        super().__init__()
+        self.base = base
+        self.mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond = ConditionEmbedding(cond_spec, base) if cond_spec else None
+
+    def forward(self, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        h = sinusoidal_embedding(c_noise, self.base)  # [B, base]
+        if self.cond is not None:
+            h = h + self.cond(cond, h.shape[0], h.device)
+        elif cond:
+            raise ValueError(f"this model takes no conditions, got {sorted(cond)}")
+        return self.mlp(h)

@@ -1,0 +1,93 @@
+"""One way in for every trained model: a run directory, a checkpoint file, an exported folder or a bundled model
+name becomes a `Run` (config, modality, codec, network, conditions). Generation, teacher loading, export and the
+benchmark all load through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cm_media.conditions import Condition
+from cm_media.errors import UserError
+from cm_media.registry import MODALITIES, get_modality
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import RunConfig, config_from_dict
+from cm_media.runs.model import build_model, resolve_device, run_conditions
+
+
+@dataclass
+class Run:
+    """A loaded model: its validated config, modality, codec (on the model's device) and network."""
+
+    cfg: RunConfig
+    modality: object
+    codec: object
+    model: torch.nn.Module
+    conditions: list[Condition]
+    path: Path
+    meta: dict = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+
+
+def resolve_source(source: str | Path) -> Path:
+    """The checkpoint file behind a run directory, a checkpoint path, an exported folder or a bundled model name."""
+    path = Path(source)
+    if path.is_dir():
+        latest = ckpt.latest_checkpoint(path)
+        if latest is None:
+            bundled = path / "model.safetensors"
+            if bundled.is_file():
+                return bundled
+            raise UserError(f"no checkpoint in run directory {path}")
+        return latest
+    if path.is_file():
+        return path
+    if str(source) in MODALITIES:
+        folder = get_modality(str(source)).pretrained_dir()
+        if folder is None or not (folder / "model.safetensors").is_file():
+            raise UserError(f"no bundled pretrained {source} model ships with this version")
+        return folder / "model.safetensors"
+    raise UserError(f"source not found: {source} (a run directory, a checkpoint file, or image/audio/video)")
+
+
+def weights_of(tensors: dict[str, torch.Tensor], weights: str = "ema") -> dict[str, torch.Tensor]:
+    """The network's weights from a checkpoint (EMA by default, the raw weights where there is no EMA), in float32:
+    exports may store bf16 and autocast decides the compute precision."""
+    state = ckpt.prefixed(tensors, weights) or ckpt.prefixed(tensors, "model")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_codec_state(codec, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Restore a learned codec's weights saved with the run (`codec.*` tensors), where the codec has weights."""
+    state = ckpt.prefixed(tensors, "codec")
+    if not state:
+        return
+    if not isinstance(codec, torch.nn.Module):
+        raise UserError(f"{path} holds codec weights but its codec {type(codec).__name__} takes none")
+    try:
+        codec.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise UserError(f"codec weights in {path} do not match its config: {str(exc).splitlines()[0]}") from None
+
+
+def load_run(source: str | Path, device: str | torch.device = "cpu", weights: str = "ema") -> Run:
+    """Load any model source onto `device` in eval mode (EMA weights by default)."""
+    path = resolve_source(source)
+    tensors, meta = ckpt.load_checkpoint(path)
+    if "config" not in meta:
+        raise UserError(f"{path} has no run config in its metadata")
+    cfg = config_from_dict(meta["config"])
+    modality, codec, model = build_model(cfg)
+    try:
+        model.load_state_dict(weights_of(tensors, weights))
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not match its config: {str(exc).splitlines()[0]}") from None
+    load_codec_state(codec, tensors, path)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model.to(dev).eval()
+    if isinstance(codec, torch.nn.Module):
+        codec.to(dev).eval()
+    return Run(cfg, modality, codec, model, run_conditions(cfg), path, meta, dev)
