@@ -1,16 +1,55 @@
 """The small interface every modality supplies to the core: codec, datasets, backbone presets, file output.
 
-Model tensors are [B, C, *axes]; the core never looks inside them beyond that.
+Model tensors are [B, C, *axes]; the core never looks inside them beyond that. Whatever else differs between
+modalities (bundled models, what `cm-media demo` makes and how its report shows it, the real-time rates and
+extra options of `cm-media bench`) is a hook below with a generic default, so a new modality needs no core edit.
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import sys
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar, Protocol
 
 import torch
+
+# how the demo report shows a file by its suffix (the default of `Modality.report_html` / `report_markdown`)
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
+
+
+def html_audio(rel: str) -> str:
+    """An inline audio player for the file at relative path `rel`, captioned with its name."""
+    src, name = html.escape(rel, quote=True), html.escape(PurePosixPath(rel).name)
+    return f'<figure><audio controls preload="auto" src="{src}"></audio><figcaption>{name}</figcaption></figure>'
+
+
+def html_video(rel: str, width: int = 256) -> str:
+    """A looping, muted inline video player, captioned with the file name."""
+    src, name = html.escape(rel, quote=True), html.escape(PurePosixPath(rel).name)
+    return (f'<figure><video controls loop muted playsinline preload="auto" width="{width}" src="{src}"></video>'
+            f"<figcaption>{name}</figcaption></figure>")
+
+
+def html_image(rel: str, alt: str, width: int | None = None, pixel: bool = True) -> str:
+    """An <img> (pixelated when scaled up, for the small generated images)."""
+    cls = ' class="pixel"' if pixel else ""
+    size = f' width="{width}"' if width else ""
+    return f'<img{cls} src="{html.escape(rel, quote=True)}" alt="{html.escape(alt, quote=True)}"{size}>'
+
+
+@dataclass
+class DemoRequest:
+    """What `cm-media demo` generates for one modality: `n` samples written to `target` inside the demo folder."""
+
+    n: int
+    target: str  # file or folder name, e.g. "images.png" or "audio" (a folder of numbered clips)
+    generate: dict = field(default_factory=dict)  # keyword options for Generator.generate (e.g. seconds)
+    save: dict = field(default_factory=dict)  # keyword options for Generator.save (e.g. separate)
 
 
 class Codec(Protocol):
@@ -30,10 +69,21 @@ class Modality:
     name: str = ""
     DataConfig: type = object  # dataclass for the `data` section
     CodecConfig: type = object  # dataclass for the `codec` section
-    backbone_presets: dict[str, dict] = {}
+    backbone_presets: ClassVar[dict[str, dict]] = {}
     default_suffix: str = ""
     # extra `cm-media generate` options: (flag, argparse kwargs); the parsed values reach sample_shape/save
-    generate_options: list[tuple[str, dict]] = []
+    generate_options: ClassVar[list[tuple[str, dict]]] = []
+    # extra `cm-media bench` options (flag, argparse kwargs), e.g. --seconds: the parsed values reach sample_shape
+    # as the timed and memory-measured shape (quality is always measured at the training shape)
+    bench_options: ClassVar[list[tuple[str, dict]]] = []
+    # bundled models besides the default one in pretrained/: name -> folder relative to the package directory
+    extra_bundled: ClassVar[dict[str, str]] = {}
+    # `cm-media bench` table columns for keys `media_rates` returns: record key -> column header, e.g. RTF
+    rate_columns: ClassVar[dict[str, str]] = {}
+    # `cm-media demo`: sections, --only and help texts list modalities by this priority (lower first), then name
+    demo_order: int = 100
+    # `cm-media demo`'s speed-vs-quality table: timing batch, generated samples, held-out references
+    demo_bench_sizes: ClassVar[dict[str, int]] = {"batch": 8, "num_samples": 32, "max_references": 64}
 
     def build_codec(self, cfg) -> Codec:
         raise NotImplementedError
@@ -62,9 +112,67 @@ class Modality:
         """A first guess for the masked region of media [B, ...] (e.g. a video cross-fade), for `edit --from-guess`."""
         raise NotImplementedError(f"modality {self.name!r} has no first-guess fill for editing")
 
+    # ------------------------------------------------------------ bundled models
+
+    def package_dir(self) -> Path:
+        """The folder of the module that defines this modality (modalities/<name>/ for the built-in ones)."""
+        return Path(sys.modules[type(self).__module__].__file__).resolve().parent
+
     def pretrained_dir(self) -> Path | None:
-        """Folder of the bundled pretrained model for `cm-media generate <modality>`, if one ships."""
-        return None
+        """Folder of the default bundled model, named like the modality (`cm-media generate <modality>`)."""
+        return self.package_dir() / "pretrained"
+
+    def bundled_models(self) -> dict[str, Path]:
+        """Installed bundled models, name -> folder holding model.safetensors: the default one (named like the
+        modality, in `pretrained_dir()`) and those of `extra_bundled`; a folder without weights is left out."""
+        folders = {self.name: self.pretrained_dir()}
+        folders.update({name: self.package_dir() / folder for name, folder in self.extra_bundled.items()})
+        return {name: Path(folder) for name, folder in folders.items()
+                if folder is not None and (Path(folder) / "model.safetensors").is_file()}
+
+    # ------------------------------------------------------------ cm-media demo and bench
+
+    def demo_model(self) -> str:
+        """The bundled model `cm-media demo` shows for this modality (default: the one named like it)."""
+        return self.name
+
+    def demo_request(self, cfg) -> DemoRequest:
+        """How many samples the demo generates with the model of config `cfg`, where and with which options."""
+        return DemoRequest(4, f"{self.name}{self.default_suffix}")
+
+    def demo_files(self, paths: list[Path]) -> tuple[list[Path], list[Path]]:
+        """Split what `save` wrote into (the media the report shows, extra pictures such as a frame grid)."""
+        return list(paths), []
+
+    def demo_describe(self, cfg, media: torch.Tensor, n: int, steps: int) -> str:
+        """One line for the demo's output and report: what the `n` generated media [n, ...] are."""
+        shape = "x".join(str(s) for s in media.shape[1:])
+        return f"{n} samples ({shape}), {steps} step(s)"
+
+    def report_markdown(self, rel: str, extra: bool = False) -> str:
+        """Markdown for one demo file at relative path `rel`: shown media (joined by ", " on one line) or, with
+        `extra`, a picture on its own line."""
+        name = PurePosixPath(rel).name
+        embed = extra or PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES
+        return f"![{name}]({rel})" if embed else f"[{name}]({rel})"
+
+    def report_html(self, rel: str, extra: bool = False) -> str:
+        """HTML for one demo file at relative path `rel`: a <figure> in the row of media, or with `extra`, the
+        content of a paragraph below it. Default by suffix: <audio>, <video>, <img>, else a link."""
+        suffix = PurePosixPath(rel).suffix.lower()
+        if extra or suffix in IMAGE_SUFFIXES:
+            img = html_image(rel, PurePosixPath(rel).name)
+            return img if extra else f"<figure>{img}</figure>"
+        if suffix in AUDIO_SUFFIXES:
+            return html_audio(rel)
+        if suffix in VIDEO_SUFFIXES:
+            return html_video(rel)
+        return f'<figure><a href="{html.escape(rel, quote=True)}">{html.escape(PurePosixPath(rel).name)}</a></figure>'
+
+    def media_rates(self, cfg, media: torch.Tensor, seconds_per_batch: float) -> dict:
+        """Extra `cm-media bench` speed columns for a decoded batch [B, ...] made in `seconds_per_batch`
+        (audio: audio_seconds and real_time_factor; video: frames and frames_per_s); none by default."""
+        return {}
 
     def _features_module(self):
         """The `features` module of the subclass's package (e.g. modalities.image.features), or None."""

@@ -56,6 +56,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
                    help="the -n samples walk the slerp path from the noise of --seed to that of --seed + 1")
     dests = _modality_options(g)
 
+    from cm_media.registry import modality_options, ordered_modalities
+
     b = sub.add_parser("bench", help="speed vs quality: latency, throughput, memory, FD/KID/precision/recall")
     b.add_argument("sources", nargs="+", metavar="SOURCE", help="run directories or checkpoint files")
     b.add_argument("--steps", default="1,2,4", help="consistency step counts, comma-separated (default 1,2,4)")
@@ -66,10 +68,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
-    b.add_argument("--seconds", type=float, default=None,
-                   help="audio: time and measure memory at this clip length (quality stays at the training length)")
-    b.add_argument("--frames", type=int, default=None,
-                   help="video: time and measure memory at this many frames (quality stays at the training length)")
+    for flag, kwargs in modality_options("bench_options"):  # e.g. audio --seconds, video --frames
+        b.add_argument(flag, default=None, **kwargs)
     b.add_argument("--no-baselines", action="store_true", help="skip the real-data and noise calibration rows")
     b.add_argument("--json", default=None, help="write one JSON record per configuration here")
     b.add_argument("--markdown", default=None, help="write the Markdown table here")
@@ -105,16 +105,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     x.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="change a generation default in the exported config, e.g. --set sample.bf16=true")
 
-    d = sub.add_parser("demo", help="generate audio, video and images with the bundled models and write a report")
+    from cm_media.cli.demo import bench_samples_help
+
+    shown = ordered_modalities()
+    d = sub.add_parser("demo", help="generate media with each modality's bundled model and write a report")
     d.add_argument("--out", default="demo", help="folder for the media and report.html / report.md (default: demo)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--steps", type=int, default=1, help="network evaluations per sample (default 1)")
     d.add_argument("--only", default=None, metavar="MODALITIES",
-                   help="comma-separated subset of audio,video,image (default: every bundled model)")
+                   help=f"comma-separated subset of {','.join(shown)} (default: every bundled model)")
     d.add_argument("--model", action="append", default=[], metavar="MODALITY=SOURCE",
-                   help="use this run or checkpoint instead of a bundled model, e.g. --model audio=runs/tones (repeatable)")
+                   help="use this run or checkpoint instead of a bundled model, e.g. "
+                        f"--model {shown[0] if shown else 'image'}=runs/NAME (repeatable)")
     d.add_argument("--bench-samples", type=int, default=None, metavar="N",
-                   help="generated samples per configuration for the quality metrics (default: 32 audio/video, 128 image)")
+                   help=f"generated samples per configuration for the quality metrics (default: {bench_samples_help()})")
     d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -242,21 +246,20 @@ def cmd_info() -> int:
 
     from cm_media import __version__  # noqa: PLC0415
     from cm_media.nn.attention import resolve_backend  # noqa: PLC0415
-    from cm_media.registry import MODALITIES, available_modalities, get_modality  # noqa: PLC0415
+    from cm_media.registry import MODALITIES, get_modality, ordered_modalities
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"cm-media {__version__}  python {platform.python_version()}  torch {torch.__version__}")
     print(f"device: {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"))
     print(f"attention backend (auto): {resolve_backend('auto', device)}")
-    installed = available_modalities()
-    for name in sorted(MODALITIES):
+    installed = ordered_modalities()
+    for name in installed + sorted(set(MODALITIES) - set(installed)):
         if name not in installed:
             print(f"modality {name}: not installed")
             continue
         m = get_modality(name)
-        pre = m.pretrained_dir()
-        bundled = "yes" if pre is not None and (pre / "model.safetensors").is_file() else "no"
-        print(f"modality {name}: presets {', '.join(sorted(m.backbone_presets))}; bundled model: {bundled}")
+        bundled = ", ".join(m.bundled_models()) or "none"
+        print(f"modality {name}: presets {', '.join(sorted(m.backbone_presets))}; bundled models: {bundled}")
     return 0
 
 

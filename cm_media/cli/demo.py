@@ -1,6 +1,9 @@
-"""`cm-media demo`: audio clips, short videos and an image grid from the bundled models, one step each, and a
-report (report.md and report.html, which plays the audio and video inline) with a small speed-vs-quality table
-and plot per modality from the benchmark harness. Nothing is downloaded; a missing bundled model is skipped.
+"""`cm-media demo`: media from each modality's bundled model (audio clips, short videos, an image grid), one
+step each, and a report (report.md and report.html, which plays the media inline) with a small speed-vs-quality
+table and plot per modality from the benchmark harness. Nothing is downloaded; a missing bundled model is skipped.
+
+What differs per modality comes from its `Modality` hooks (demo_order, demo_model, demo_request, demo_files,
+demo_describe, demo_bench_sizes, report_markdown, report_html), so this module names no modality.
 """
 
 from __future__ import annotations
@@ -15,17 +18,7 @@ from pathlib import Path
 import torch
 
 from cm_media.errors import UserError
-
-ORDER = ("audio", "video", "image")
-AUDIO_CLIPS = 4  # each as long as the clips the model was trained on: one note each for the bundled tones
-VIDEO_CLIPS = 4
-IMAGES = 64
-# small benchmark sizes: the whole demo should take about a minute on 2 CPU cores
-BENCH_SIZES = {
-    "audio": {"batch": 8, "num_samples": 32, "max_references": 64},
-    "video": {"batch": 8, "num_samples": 32, "max_references": 64},
-    "image": {"batch": 64, "num_samples": 128, "max_references": 180},
-}
+from cm_media.registry import bundled_model_dir, get_modality, ordered_modalities
 
 
 @dataclass
@@ -51,71 +44,75 @@ def _say(text: str) -> None:
 
 def parse_models(items: list[str]) -> dict[str, str]:
     """['audio=runs/x', ...] -> {'audio': 'runs/x'}: a run or checkpoint to use instead of a bundled model."""
+    order = ordered_modalities()
     out = {}
     for item in items or []:
         name, sep, source = item.partition("=")
-        if not sep or name not in ORDER or not source:
-            raise UserError(f"--model expects MODALITY=SOURCE with MODALITY one of {', '.join(ORDER)}, got {item!r}")
+        if not sep or name not in order or not source:
+            raise UserError(f"--model expects MODALITY=SOURCE with MODALITY one of {', '.join(order)}, got {item!r}")
         out[name] = source
     return out
 
 
 def parse_only(text: str | None) -> list[str]:
+    order = ordered_modalities()
     if not text:
-        return list(ORDER)
+        return order
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in ORDER]
+    bad = [n for n in names if n not in order]
     if bad or not names:
-        raise UserError(f"--only takes a comma-separated subset of {','.join(ORDER)}, got {text!r}")
-    return [m for m in ORDER if m in names]
+        raise UserError(f"--only takes a comma-separated subset of {','.join(order)}, got {text!r}")
+    return [m for m in order if m in names]
 
 
-def bundled_available(modality: str) -> bool:
-    from cm_media.registry import get_modality  # noqa: PLC0415
+def bundled_available(name: str) -> bool:
+    """Whether the bundled model `name` (a modality's default model is named like the modality) is installed."""
+    return bundled_model_dir(name) is not None
 
+
+def _missing_note(modality: str, name: str) -> str:
+    note = f"no bundled {name} model in this installation"
+    folder = get_modality(modality).pretrained_dir() if name == modality else None
+    if folder is None:
+        return note
+    where = Path(folder) / "model.safetensors"
     try:
-        folder = get_modality(modality).pretrained_dir()
-    except UserError:
-        return False
-    return folder is not None and (folder / "model.safetensors").is_file()
+        where = where.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    return f"{note} ({where.as_posix()})"
 
 
 def _generate(section: Section, gen, out: Path, seed: int, steps: int) -> None:
     """Generate and save the modality's demo media into `out`, timing the model call and the file writing."""
-    m = section.modality
-    if m == "audio":
-        n, options, target = AUDIO_CLIPS, {"seconds": gen.cfg.data.seconds}, out / "audio"
-    elif m == "video":
-        n, options, target = VIDEO_CLIPS, {"separate": True}, out / "video.mp4"
-    else:
-        n, options, target = IMAGES, {}, out / "images.png"
+    modality = get_modality(section.modality)
+    request = modality.demo_request(gen.cfg)
     t0 = time.perf_counter()
-    media = gen.generate(n, steps=steps, seed=seed, **{k: v for k, v in options.items() if k == "seconds"})
+    media = gen.generate(request.n, steps=steps, seed=seed, **request.generate)
     section.generate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    paths = gen.save(media, target, **options)
+    paths = gen.save(media, out / request.target, **request.save)
     section.save_s = time.perf_counter() - t0
-    if m == "video":
-        section.files = [p for p in paths if p.suffix == ".mp4"]
-        section.extra = [p for p in paths if p.suffix == ".png"]
-    else:
-        section.files = list(paths)
-    shape = "x".join(str(s) for s in media.shape[1:])
-    if m == "audio":
-        rate = gen.cfg.codec.sample_rate
-        section.description = (f"{n} clips of {media.shape[-1] / rate:.1f} s at {rate} Hz ({media.shape[1]} channel(s)), "
-                               f"{steps} step(s)")
-    elif m == "video":
-        fps = gen.cfg.codec.fps
-        section.description = (f"{n} clips of {media.shape[2]} frames ({media.shape[2] / fps:.1f} s at {fps:g} fps, "
-                               f"{media.shape[-2]}x{media.shape[-1]} px, H.264 mp4), {steps} step(s)")
-    else:
-        section.description = f"a grid of {n} images ({shape}), {steps} step(s)"
+    section.files, section.extra = (list(p) for p in modality.demo_files(list(paths)))
+    section.description = modality.demo_describe(gen.cfg, media, request.n, steps)
+
+
+def demo_bench_sizes(modality: str) -> dict:
+    """The modality's default demo benchmark sizes (`Modality.demo_bench_sizes`)."""
+    return dict(get_modality(modality).demo_bench_sizes)
+
+
+def bench_samples_help() -> str:
+    """'32 audio/video, 128 image': the default --bench-samples of each modality, for the help text."""
+    groups: dict[int, list[str]] = {}
+    for m in ordered_modalities():
+        groups.setdefault(demo_bench_sizes(m)["num_samples"], []).append(m)
+    return ", ".join(f"{n} {'/'.join(names)}" for n, names in groups.items()) or "per modality"
 
 
 def bench_sizes(modality: str, samples: int | None = None) -> dict:
     """Timing batch, generated samples and reference size of the demo's benchmark (`samples` scales them)."""
-    sizes = dict(BENCH_SIZES[modality])
+    sizes = demo_bench_sizes(modality)
     if samples is not None:
         if samples < 4:
             raise UserError(f"--bench-samples must be >= 4, got {samples}")
@@ -124,7 +121,7 @@ def bench_sizes(modality: str, samples: int | None = None) -> dict:
 
 
 def _bench(section: Section, out: Path, seed: int, device: str, samples: int | None) -> None:
-    from cm_media.eval import bench  # noqa: PLC0415
+    from cm_media.eval import bench
 
     opts = bench.BenchOptions(steps=[1, 2], repeats=2, warmup=0, seed=seed, device=device, progress=False,
                               **bench_sizes(section.modality, samples))
@@ -139,25 +136,30 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
              models: dict[str, str] | None = None, run_bench: bool = True, device: str = "auto",
              bench_samples: int | None = None) -> dict:
     """Make the demo media and report; returns {'sections', 'skipped', 'report_md', 'report_html', 'total_s'}."""
-    from cm_media.runs.generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load
 
     t_start = time.perf_counter()
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
-    for m in only or list(ORDER):
+    only = only or ordered_modalities()
+    for m in only:
         bench_sizes(m, bench_samples)  # check the option before any work
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out must be a folder, but {out} is a file")
     models = models or {}
     sections, skipped = [], []
-    for m in only or list(ORDER):
-        source = models.get(m, m)
-        if source == m and not bundled_available(m):
-            note = f"no bundled {m} model in this installation (modalities/{m}/pretrained/model.safetensors)"
-            _say(f"note: skipping {m}: {note}")
-            skipped.append((m, note))
-            continue
+    for m in only:
+        source = models.get(m)
+        if source is None:
+            source = get_modality(m).demo_model()
+            folder = bundled_model_dir(source)
+            if folder is None:
+                note = _missing_note(m, source)
+                _say(f"note: skipping {m}: {note}")
+                skipped.append((m, note))
+                continue
+            source = source if source == m else str(folder)  # a model named like its modality loads by name
         section = Section(m, source, "")
         t0 = time.perf_counter()
         gen = load(source, device=device)
@@ -178,7 +180,7 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
                  f"{section.bench_s:.1f} s -> {section.plot}")
     total = time.perf_counter() - t_start
     md, page = write_report(out, sections, skipped, total, steps)
-    _say(f"report: {page} (open in a browser: plays the audio and video) and {md}")
+    _say(f"report: {page} (open in a browser: plays the media inline) and {md}")
     _say(f"demo finished in {time.perf_counter() - t_start:.1f} s; files in {out}/")
     return {"sections": sections, "skipped": skipped, "report_md": md, "report_html": page, "total_s": total}
 
@@ -222,7 +224,7 @@ SPEED_QUALITY_NOTE = (
 
 
 def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from cm_media.eval.bench import to_markdown  # noqa: PLC0415
+    from cm_media.eval.bench import to_markdown
 
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, "
              f"in {total:.1f} s on {_machine()}.")
@@ -234,11 +236,9 @@ def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: 
         lines += [f"*{m}: skipped, {note}.*", ""]
     for s in sections:
         lines += [f"## {s.modality.capitalize()}", "", f"{s.description}; model `{s.source}`.", ""]
-        if s.modality == "image":
-            lines += [f"![generated images]({_rel(s.files[0], out)})", ""]
-        else:
-            lines += [", ".join(f"[{p.name}]({_rel(p, out)})" for p in s.files), ""]
-            lines += [f"![frames]({_rel(p, out)})" for p in s.extra] + ([""] if s.extra else [])
+        modality = get_modality(s.modality)
+        lines += [", ".join(modality.report_markdown(_rel(p, out)) for p in s.files), ""]
+        lines += [modality.report_markdown(_rel(p, out), extra=True) for p in s.extra] + ([""] if s.extra else [])
         if s.records:
             lines += ["Speed vs quality:", "", to_markdown(s.records), f"![speed vs quality]({_rel(s.plot, out)})", ""]
     if any(s.records for s in sections):
@@ -259,7 +259,7 @@ def _markdown_table_html(text: str) -> str:
 
 
 def _html(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from cm_media.eval.bench import to_markdown  # noqa: PLC0415
+    from cm_media.eval.bench import to_markdown
 
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, in "
              f"{total:.1f} s on {_machine()}.")
@@ -275,22 +275,11 @@ def _html(out: Path, sections: list[Section], skipped, total: float, steps: int)
     for s in sections:
         parts.append(f"<h2>{html.escape(s.modality.capitalize())}</h2>")
         parts.append(f"<p>{html.escape(s.description)}; model <code>{html.escape(s.source)}</code>.</p>")
+        modality = get_modality(s.modality)
         parts.append('<div class="media">')
-        for p in s.files:
-            src = html.escape(_rel(p, out), quote=True)
-            if s.modality == "audio":
-                parts.append(f'<figure><audio controls preload="auto" src="{src}"></audio>'
-                             f"<figcaption>{html.escape(p.name)}</figcaption></figure>")
-            elif s.modality == "video":
-                parts.append(f'<figure><video controls loop muted playsinline preload="auto" width="256" '
-                             f'src="{src}"></video><figcaption>{html.escape(p.name)}</figcaption></figure>')
-            else:
-                parts.append(f'<figure><img class="pixel" src="{src}" alt="generated images" width="512">'
-                             "</figure>")
+        parts += [modality.report_html(_rel(p, out)) for p in s.files]
         parts.append("</div>")
-        for p in s.extra:
-            parts.append(f'<p><img class="pixel" src="{html.escape(_rel(p, out), quote=True)}" alt="frames, one row '
-                         'per clip"></p>')
+        parts += [f"<p>{modality.report_html(_rel(p, out), extra=True)}</p>" for p in s.extra]
         if s.records:
             parts.append("<h3>Speed vs quality</h3>")
             parts.append(_markdown_table_html(to_markdown(s.records)))
@@ -303,7 +292,7 @@ def _html(out: Path, sections: list[Section], skipped, total: float, steps: int)
 
 
 def write_report(out: Path, sections: list[Section], skipped, total: float, steps: int) -> tuple[Path, Path]:
-    from cm_media.runs.checkpoint import atomic_write_bytes  # noqa: PLC0415
+    from cm_media.runs.checkpoint import atomic_write_bytes
 
     md, page = out / "report.md", out / "report.html"
     atomic_write_bytes(md, _markdown(out, sections, skipped, total, steps).encode())

@@ -15,15 +15,15 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
-from cm_media.eval import metrics
 from cm_media.errors import UserError
+from cm_media.eval import metrics
 
 QUALITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall")
 
@@ -156,7 +156,7 @@ def _label(source: str, taken: set[str]) -> str:
 
 def load_entries(sources: list[str], device: str) -> list[Entry]:
     """Load each SOURCE, plus the EDM teacher a distilled/tuned run names (when its file exists)."""
-    from cm_media.runs.generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load
 
     entries, taken, seen = [], set(), set()
     for source in sources:
@@ -240,18 +240,10 @@ def media_quality(gen, ref: Reference, media: torch.Tensor) -> dict:
 
 
 def _media_rates(gen, media: torch.Tensor, seconds_per_batch: float) -> dict:
-    """Real-time factor (audio: generation seconds / audio seconds) or frames per second (video)."""
-    b = media.shape[0]
-    if gen.cfg.modality == "audio" and media.ndim == 3:
-        rate = next((getattr(gen.cfg.codec, k) for k in ("sample_rate", "sr", "rate") if hasattr(gen.cfg.codec, k)),
-                    None)
-        if rate:
-            audio_s = media.shape[-1] / float(rate)
-            return {"audio_seconds": audio_s, "real_time_factor": seconds_per_batch / (b * audio_s)}
-    if gen.cfg.modality == "video" and media.ndim == 5:
-        frames = media.shape[2]
-        return {"frames": frames, "frames_per_s": b * frames / seconds_per_batch}
-    return {}
+    """The modality's rate columns (`Modality.media_rates`: real-time factor for audio, frames per second for video)."""
+    from cm_media.registry import get_modality
+
+    return get_modality(gen.cfg.modality).media_rates(gen.cfg, media, seconds_per_batch)
 
 
 def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Reference) -> dict:
@@ -360,13 +352,23 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def _rate_columns() -> dict[str, str]:
+    """Record key -> table header of every modality's rate columns (`Modality.rate_columns`), e.g. RTF."""
+    from cm_media.registry import get_modality, ordered_modalities
+
+    out: dict[str, str] = {}
+    for name in ordered_modalities():
+        for key, header in get_modality(name).rate_columns.items():
+            out.setdefault(key, header)
+    return out
+
+
 def to_markdown(records: list[dict]) -> str:
     """One table row per record; speed columns are empty for baseline rows."""
     has_net = any("net_fd" in r for r in records)
-    rate = "RTF" if any("real_time_factor" in r for r in records) else (
-        "frames/s" if any("frames_per_s" in r for r in records) else None)
+    rates = {k: h for k, h in _rate_columns().items() if any(k in r for r in records)}  # key -> header
     cols = ["model", "sampler", "NFE", "latency ms", "samples/s", "backbone ms", "latency/(NFE x fwd)"]
-    cols += [rate] if rate else []
+    cols += list(rates.values())
     cols += ["peak MiB", "FD", "KID x1e3 (+-se)", "precision", "recall"] + (["net FD"] if has_net else [])
     cols += ["N gen / ref"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -376,8 +378,7 @@ def to_markdown(records: list[dict]) -> str:
     for r in records:
         row = [r["model"], r["sampler"], str(r["nfe"]), ms(r, "latency_s"), _fmt(r.get("samples_per_s")),
                ms(r, "backbone_forward_s"), _fmt(r.get("latency_per_forward"))]
-        if rate:
-            row.append(_fmt(r.get("real_time_factor" if rate == "RTF" else "frames_per_s")))
+        row += [_fmt(r.get(k)) for k in rates]
         se = r.get("kid_se")
         kid = f"{r['kid'] * 1e3:.3g}" + (f" +- {se * 1e3:.2g}" if se is not None and math.isfinite(se) else "")
         row += [_fmt(r.get("peak_memory_mib")), _fmt(r["fd"]), kid, _fmt(r["precision"], 2), _fmt(r["recall"], 2)]
@@ -390,10 +391,10 @@ def to_markdown(records: list[dict]) -> str:
 def write_plot(records: list[dict], path: str | Path) -> Path:
     """Quality (FD, KID, learned-feature FD where present) against latency per batch on a log axis,
     one curve per model labelled with NFE; baseline rows (real data, noise) as dashed lines."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     panels = [("fd", "FD, hand-crafted features"), ("kid", "KID, hand-crafted features")]
     if any(r.get("net_fd") is not None for r in records):
@@ -464,13 +465,21 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
+def shape_options(args) -> dict:
+    """The parsed values of the modalities' bench options (`Modality.bench_options`, e.g. --seconds) that were given."""
+    from cm_media.registry import modality_options, option_dest
+
+    dests = [option_dest(flag, kwargs) for flag, kwargs in modality_options("bench_options")]
+    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+
+
 def main(args) -> int:
     """`cm-media bench` after argument parsing: run, print the table, write the requested files."""
     opts = BenchOptions(
         steps=parse_steps(args.steps), teacher_steps=args.teacher_steps, batch=args.batch,
         num_samples=args.num_samples, repeats=args.repeats, seed=args.seed, device=args.device, bf16=args.bf16,
         baselines=not args.no_baselines, progress=not args.no_progress,
-        shape_options={k: v for k, v in (("seconds", args.seconds), ("frames", args.frames)) if v is not None},
+        shape_options=shape_options(args),
     )
     records = run_bench(args.sources, opts)
     print(to_markdown(records), end="")

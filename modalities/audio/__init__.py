@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cm_media.errors import UserError
-from cm_media.modality import Modality
+from cm_media.modality import DemoRequest, Modality
 
 from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
 from .codec import peak_limit, save_clips
@@ -29,6 +29,12 @@ class AudioModality(Modality):
         ("--peak", {"type": float, "help": "audio: scale each clip to this peak level, e.g. 0.9 "
                                            "(default: only scale down clips that would clip)"}),
     ]
+    bench_options: ClassVar[list] = [
+        ("--seconds", {"type": float, "help": "audio: time and measure memory at this clip length "
+                                              "(quality stays at the training length)"}),
+    ]
+    rate_columns: ClassVar[dict] = {"real_time_factor": "RTF"}
+    demo_order = 10  # the demo's first section
 
     def build_codec(self, cfg):
         return build_codec(cfg.codec)
@@ -69,8 +75,25 @@ class AudioModality(Modality):
     def edit_mask(self, spec, model_shape, cfg):
         return time_mask(spec, model_shape, cfg, self.build_codec(cfg))
 
-    def pretrained_dir(self):
-        return Path(__file__).parent / "pretrained"
+    def demo_request(self, cfg):
+        # 4 clips, each as long as the clips the model was trained on: one note each for the bundled tones
+        seconds = {"seconds": cfg.data.seconds}
+        return DemoRequest(4, "audio", generate=seconds, save=seconds)
+
+    def demo_describe(self, cfg, media, n, steps):
+        rate = cfg.codec.sample_rate
+        return (f"{n} clips of {media.shape[-1] / rate:.1f} s at {rate} Hz ({media.shape[1]} channel(s)), "
+                f"{steps} step(s)")
+
+    def media_rates(self, cfg, media, seconds_per_batch):
+        """Real-time factor: generation seconds / audio seconds, for waveforms [B, C, T]."""
+        if media.ndim != 3:
+            return {}
+        rate = next((getattr(cfg.codec, k) for k in ("sample_rate", "sr", "rate") if hasattr(cfg.codec, k)), None)
+        if not rate:
+            return {}
+        audio_s = media.shape[-1] / float(rate)
+        return {"audio_seconds": audio_s, "real_time_factor": seconds_per_batch / (media.shape[0] * audio_s)}
 
 
 MODALITY = AudioModality()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
-from cm_media.modality import Modality
+from cm_media.modality import DemoRequest, Modality, html_image
 
 from .codec import ImageCodec, ImageCodecConfig
 from .datasets import ImageDataConfig, build_dataset
@@ -19,7 +20,10 @@ class ImageModality(Modality):
     CodecConfig = ImageCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".png"
-    generate_options = [("--separate", {"action": "store_true", "help": "image/video: one file per sample (in a folder named after --out) instead of a grid"})]
+    generate_options: ClassVar[list] = [
+        ("--separate", {"action": "store_true",
+                        "help": "image/video: one file per sample (in a folder named after --out) instead of a grid"}),
+    ]
 
     def build_codec(self, cfg):
         return ImageCodec(cfg.codec)
@@ -41,8 +45,22 @@ class ImageModality(Modality):
     def edit_mask(self, spec, model_shape, cfg):
         return image_mask(spec, model_shape[-2], model_shape[-1])
 
-    def pretrained_dir(self):
-        return Path(__file__).parent / "pretrained"
+    # cm-media demo: a grid of 64 digits, after the audio and video sections
+    demo_order = 30
+    demo_bench_sizes: ClassVar[dict] = {"batch": 64, "num_samples": 128, "max_references": 180}
+
+    def demo_request(self, cfg):
+        return DemoRequest(64, "images.png")
+
+    def demo_describe(self, cfg, media, n, steps):
+        shape = "x".join(str(s) for s in media.shape[1:])
+        return f"a grid of {n} images ({shape}), {steps} step(s)"
+
+    def report_markdown(self, rel, extra=False):
+        return f"![generated images]({rel})"
+
+    def report_html(self, rel, extra=False):
+        return f"<figure>{html_image(rel, 'generated images', width=512)}</figure>"
 
 
 MODALITY = ImageModality()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from cm_media.errors import UserError
-from cm_media.modality import Modality
+from cm_media.modality import DemoRequest, Modality, html_image
 
 from .codec import WRITE_SUFFIXES, VideoCodec, VideoCodecConfig
 from .datasets import VideoDataConfig, build_dataset
@@ -20,13 +21,19 @@ class VideoModality(Modality):
     CodecConfig = VideoCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".mp4"
-    generate_options = [
+    generate_options: ClassVar[list] = [
         ("--frames", {"type": int, "help": "video: frames per clip (default: the training clip length)"}),
         ("--fps", {"type": float, "help": "video: frame rate of the written video (default: the training fps)"}),
         ("--scale", {"type": int, "help": "video: integer upscaling of written videos "
                                           "(default: enough for 128 px on the short side; 1 keeps the model size)"}),
         ("--separate", {"action": "store_true", "help": "video: one file per sample instead of a grid"}),
     ]
+    bench_options: ClassVar[list] = [
+        ("--frames", {"type": int, "help": "video: time and measure memory at this many frames "
+                                           "(quality stays at the training length)"}),
+    ]
+    rate_columns: ClassVar[dict] = {"frames_per_s": "frames/s"}
+    demo_order = 20  # the demo's second section, after audio
 
     def build_codec(self, cfg):
         return VideoCodec(cfg.codec)
@@ -82,8 +89,29 @@ class VideoModality(Modality):
     def edit_guess(self, media, mask, cfg):
         return crossfade_fill(media, mask[0, 0, :, 0, 0].nonzero().flatten().tolist())  # frames to regenerate
 
-    def pretrained_dir(self):
-        return Path(__file__).parent / "pretrained"
+    def demo_request(self, cfg):
+        return DemoRequest(4, "video.mp4", save={"separate": True})  # video/0000.mp4, ... and video_frames.png
+
+    def demo_files(self, paths):
+        return [p for p in paths if p.suffix != ".png"], [p for p in paths if p.suffix == ".png"]
+
+    def demo_describe(self, cfg, media, n, steps):
+        fps = cfg.codec.fps
+        return (f"{n} clips of {media.shape[2]} frames ({media.shape[2] / fps:.1f} s at {fps:g} fps, "
+                f"{media.shape[-2]}x{media.shape[-1]} px, H.264 mp4), {steps} step(s)")
+
+    def report_markdown(self, rel, extra=False):
+        return f"![frames]({rel})" if extra else super().report_markdown(rel)
+
+    def report_html(self, rel, extra=False):
+        return html_image(rel, "frames, one row per clip") if extra else super().report_html(rel)
+
+    def media_rates(self, cfg, media, seconds_per_batch):
+        """Frames generated per second, for clips [B, C, T, H, W]."""
+        if media.ndim != 5:
+            return {}
+        frames = media.shape[2]
+        return {"frames": frames, "frames_per_s": media.shape[0] * frames / seconds_per_batch}
 
 
 MODALITY = VideoModality()
