@@ -1,0 +1,166 @@
+"""Conditions: embeddings, requests, classifier-free guidance, condition dropout, and conditional runs end to end."""
+
+import json
+
+import pytest
+import torch
+
+from cm_media.cli import main
+from cm_media.conditions import GUIDANCE, Condition, conditions_from_spec, drop_conditions, null_like, request_tensors
+from cm_media.errors import UserError
+from cm_media.math.guidance import bind, classifier_free
+from cm_media.nn import UNet, UNetConfig
+from cm_media.nn.embedding import ConditionEmbedding
+from cm_media.runs.config import load_config
+from cm_media.runs.generator import load
+from cm_media.runs.training import train
+
+DIGITS = Condition("class", classes=[str(d) for d in range(10)])
+
+
+def test_null_class_row_starts_at_zero_so_no_condition_is_the_plain_noise_embedding():
+    emb = ConditionEmbedding([DIGITS], 16)
+    null = emb(None, 3, "cpu")  # [3, 16]
+    assert null.shape == (3, 16) and torch.equal(null, torch.zeros(3, 16))
+    some = emb({"class": torch.tensor([0, 1, 10])}, 3, "cpu")
+    assert some[0].abs().sum() > 0 and torch.equal(some[2], torch.zeros(16))
+
+
+def test_conditional_unet_asked_for_nothing_equals_explicit_null_and_differs_by_class():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(dims=2, channels=16, cond=[DIGITS.to_dict()]))
+    for name, p in net.named_parameters():  # zero-initialized convs would hide any difference
+        if "table" not in name:
+            torch.nn.init.normal_(p, std=0.1)
+    x, c = torch.randn(2, 1, 8, 8), torch.zeros(2)
+    with torch.no_grad():
+        none = net(x, c)
+        null = net(x, c, {"class": torch.tensor([10, 10])})
+        seven = net(x, c, {"class": torch.tensor([7, 7])})
+    assert torch.equal(none, null) and not torch.allclose(none, seven)
+    with pytest.raises(ValueError, match="unknown condition"):
+        net(x, c, {"pitch": torch.tensor([1, 2])})
+
+
+def test_unconditional_backbone_rejects_a_condition():
+    net = UNet(UNetConfig(dims=1, channels=8))
+    with pytest.raises(ValueError, match="takes no conditions"):
+        net(torch.randn(1, 1, 16), torch.zeros(1), {"class": torch.tensor([1])})
+
+
+def test_request_tensors_names_indices_and_cycling():
+    pitch = Condition("pitch", classes=["48", "60", "72"])
+    got = request_tensors([DIGITS, pitch], {"class": "7,3", "pitch": 60}, 5)
+    assert got["class"].tolist() == [7, 3, 7, 3, 7] and got["pitch"].tolist() == [1] * 5
+    assert request_tensors([pitch], {"pitch": ["0", "72"]}, 2)["pitch"].tolist() == [0, 2]  # index, then name
+    with pytest.raises(UserError, match=r"unknown value 'seven' for condition 'class' \(valid: 0, 1, 2"):
+        request_tensors([DIGITS], {"class": "seven"}, 1)
+    with pytest.raises(UserError, match="unknown condition 'digit'.*takes: class"):
+        request_tensors([DIGITS], {"digit": "1"}, 1)
+    vec = request_tensors([Condition("v", kind="vector", dim=2)], {"v": "0.5,1"}, 3)["v"]
+    assert vec.shape == (3, 2) and vec[2].tolist() == [0.5, 1.0]
+
+
+def test_spec_validation_errors_are_one_line():
+    with pytest.raises(UserError, match="lists no classes"):
+        conditions_from_spec([{"name": "class", "kind": "class"}])
+    with pytest.raises(UserError, match="unknown kind"):
+        conditions_from_spec([{"name": "x", "kind": "image"}])
+    with pytest.raises(UserError, match="twice"):
+        conditions_from_spec([DIGITS, DIGITS])
+
+
+def test_classifier_free_guidance_matches_the_formula():
+    """D_w = D(null) + w (D(c) - D(null)): w = 0 unconditional, 1 conditional, any w the line through both."""
+    def model(x, s, cond):  # D(x, s, c) = x * (1 + c), null class 10 -> x * 11
+        return x * (1 + cond["class"].float()).reshape(-1, 1, 1, 1)
+
+    x, s = torch.ones(2, 1, 2, 2), torch.ones(2)
+    cond = {"class": torch.tensor([1, 3])}
+    null = null_like([DIGITS], cond)
+    assert null["class"].tolist() == [10, 10]
+    for w in (0.0, 1.0, 2.5):
+        got = classifier_free(model, cond, null, w)(x, s)
+        expect = 11 + w * (torch.tensor([2.0, 4.0]) - 11)
+        assert torch.allclose(got[:, 0, 0, 0], expect)
+    per_sample = classifier_free(model, cond, null, torch.tensor([0.0, 1.0]))(x, s)
+    assert per_sample[:, 0, 0, 0].tolist() == [11.0, 4.0]
+    assert bind(model, None) is model
+
+
+def test_drop_conditions_replaces_whole_samples_with_no_condition():
+    pitch = Condition("pitch", classes=["1", "2"])
+    cond = {"class": torch.tensor([1, 2, 3]), "pitch": torch.tensor([0, 1, 0])}
+    out = drop_conditions([DIGITS, pitch], cond, torch.tensor([False, True, False]))
+    assert out["class"].tolist() == [1, 10, 3] and out["pitch"].tolist() == [0, 2, 0]
+
+
+def _cond_cfg(digits_config, steps=2, **extra):
+    items = {"train.steps": steps, "train.batch_size": 8, "train.log_every": 1, "train.samples": 4,
+             "train.warmup_steps": 1, "backbone.channels": 16, "data.cond": "[class]", "train.cond_dropout": 0.5}
+    items.update(extra)
+    return load_config(digits_config, [f"{k}={v}" for k, v in items.items()])
+
+
+def test_conditional_run_records_its_conditions_and_generates_on_request(tmp_path, digits_config, capsys):
+    run = tmp_path / "run"
+    train(_cond_cfg(digits_config, **{"train.lr": 0.01}), run, progress=False)
+    gen = load(run, device="cpu", weights="model")  # after 2 steps the EMA is still the (label-blind) init
+    assert gen.condition_spec() == {"class": [str(d) for d in range(10)]}
+    assert "class" in (run / "config.yaml").read_text()
+    out = gen.generate(4, steps=1, seed=0, cond={"class": ["7", "3"]}, bf16=False)
+    assert out.shape == (4, 1, 8, 8)
+    same = gen.generate(4, steps=1, seed=0, cond={"class": ["7", "3"]}, bf16=False)
+    other = gen.generate(4, steps=1, seed=0, cond={"class": ["1"]}, bf16=False)
+    assert torch.equal(out, same) and not torch.equal(out, other)
+    guided = gen.generate(2, steps=2, seed=0, cond={"class": "7"}, cfg_scale=3.0)
+    assert guided.shape == (2, 1, 8, 8) and torch.isfinite(guided).all()
+    assert main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["conditions"] == {"class": [str(d) for d in range(10)]}
+    assert main(["generate", str(run), "--class", "7", "-n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").is_file()
+    capsys.readouterr()
+    assert main(["generate", str(run), "--class", "seven", "--out", str(tmp_path / "h.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown value 'seven'") and "valid: 0, 1" in err[0]
+    assert main(["generate", str(run), "--cond", "class", "--out", str(tmp_path / "h.png")]) == 2
+    assert "--cond expects NAME=VALUE" in capsys.readouterr().err
+
+
+def test_data_cond_naming_an_unlabelled_condition_is_an_error(tmp_path, digits_config):
+    with pytest.raises(UserError, match="data.cond names 'pitch'.*it has: class"):
+        train(_cond_cfg(digits_config, **{"data.cond": "[pitch]"}), tmp_path / "r", progress=False)
+
+
+def test_guided_distillation_student_takes_the_scale_as_input(tmp_path, digits_config):
+    teacher = tmp_path / "teacher"
+    train(_cond_cfg(digits_config, **{"method.name": "edm"}), teacher, progress=False)
+    student = tmp_path / "student"
+    cfg = _cond_cfg(digits_config, **{"method.name": "cd", "method.teacher": str(teacher), "method.cfg_scale": "[0, 4]"})
+    train(cfg, student, progress=False)
+    gen = load(student, device="cpu")
+    assert gen.guided_student and GUIDANCE not in gen.condition_spec()
+    calls = []
+    backbone = gen.model.backbone
+    original = backbone.forward
+    backbone.forward = lambda *a, **k: calls.append(a[0].shape[0]) or original(*a, **k)
+    a = gen.generate(3, steps=1, seed=0, cond={"class": "7"}, cfg_scale=0.0, bf16=False)
+    b = gen.generate(3, steps=1, seed=0, cond={"class": "7"}, cfg_scale=4.0, bf16=False)
+    assert calls == [3, 3]  # one evaluation of the batch per sample, whatever the scale
+    assert a.shape == (3, 1, 8, 8) and torch.isfinite(b).all()
+    with pytest.raises(UserError, match="--cfg-scale"):
+        gen.generate(1, cond={GUIDANCE: 2})
+
+
+def test_method_sections_are_each_methods_own_dataclass(digits_config):
+    from cm_media.methods.consistency_training import ICTConfig
+    from cm_media.methods.distillation import CDConfig
+
+    cfg = load_config(digits_config)
+    assert type(cfg.method) is ICTConfig and cfg.method.s1 == 40
+    cd = load_config(digits_config, ["method.name=cd", "method.teacher=x", "method.cfg_scale=[1, 3]"])
+    assert type(cd.method) is CDConfig and cd.method.cfg_scale == [1, 3] and not hasattr(cd.method, "s1")
+    with pytest.raises(UserError, match="unknown config key method.bogus"):
+        load_config(digits_config, ["method.bogus=1"])
+    with pytest.raises(UserError, match="method.cfg_scale must be"):
+        load_config(digits_config, ["method.name=cd", "method.teacher=x", "method.cfg_scale=[3, 1]"])
