@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,6 +32,36 @@ def _modality_options(parser: argparse.ArgumentParser) -> list[str]:
     return dests
 
 
+def _condition_options(parser: argparse.ArgumentParser) -> None:
+    """--cond / --class / --cfg-scale: what to generate, for a conditional model (see `cm-media info SOURCE`)."""
+    parser.add_argument("--cond", action="append", default=[], metavar="NAME=VALUE",
+                        help="ask for a condition by name, e.g. --cond class=7 (a class name or index; a comma list "
+                             "like 7,3 cycles over the samples); repeatable")
+    parser.add_argument("--class", dest="class_", default=None, metavar="VALUE",
+                        help="shorthand for --cond NAME=VALUE on a model with one class condition")
+    parser.add_argument("--cfg-scale", type=float, default=None, metavar="W",
+                        help="classifier-free guidance scale of a conditional model: 1 unguided, 0 unconditional, "
+                             ">1 sharper (two evaluations per step, one for a guided-distilled model)")
+
+
+def parse_conditions(args, gen) -> dict[str, str]:
+    """The --cond / --class requests as {name: value}; a one-line error for a malformed one."""
+    request: dict[str, str] = {}
+    for item in args.cond:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UserError(f"--cond expects NAME=VALUE, got {item!r}")
+        request[name.strip()] = value.strip()
+    if args.class_ is not None:
+        classes = [c for c in gen.conditions if c.kind == "class"]
+        if len(classes) != 1:
+            names = ", ".join(c.name for c in classes) or "none"
+            raise UserError(f"--class needs a model with exactly one class condition (this one has: {names}); "
+                            "use --cond NAME=VALUE")
+        request[classes[0].name] = args.class_
+    return request
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     p = _Parser(prog="cm-media", description="Consistency models for audio, video and images.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -54,6 +85,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     g.add_argument("--interpolate", action="store_true",
                    help="the -n samples walk the slerp path from the noise of --seed to that of --seed + 1")
+    _condition_options(g)
     dests = _modality_options(g)
 
     from cm_media.registry import modality_options, ordered_modalities
@@ -94,6 +126,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
                         "with the kept one at the cost of a backward pass per step; video interpolation: 8")
     e.add_argument("--out", default=None, help="output file")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _condition_options(e)
 
     x = sub.add_parser("export", help="write a run's EMA weights, config and training command to a small model folder")
     x.add_argument("source", help="run directory or checkpoint file")
@@ -122,7 +155,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
-    sub.add_parser("info", help="versions, devices, attention backend and modalities")
+    i = sub.add_parser("info", help="versions, devices, attention backend and modalities; or what a model can be asked for")
+    i.add_argument("source", nargs="?", default=None,
+                   help="a run, checkpoint, export or bundled model: list its conditions and generation defaults")
+    i.add_argument("--json", action="store_true", help="with SOURCE: print {\"conditions\": {name: values}} as JSON")
     return p, dests
 
 
@@ -161,9 +197,11 @@ def cmd_generate(args, dests) -> int:
     n = args.n or 16
     t0 = time.perf_counter()
     if args.interpolate:
-        media = gen.interpolate(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, **options)
+        media = gen.interpolate(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
+                                cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale, **options)
     else:
-        media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16, **options)
+        media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16,
+                             cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale, **options)
     elapsed = time.perf_counter() - t0
     suffix = gen.modality.default_suffix
     out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{suffix}"
@@ -212,7 +250,8 @@ def cmd_edit(args) -> int:
             raise UserError(str(exc)) from None
         sigmas = sigmas or [args.from_guess]
     t0 = time.perf_counter()
-    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas, guidance=args.guidance)
+    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas, guidance=args.guidance,
+                      cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale)
     elapsed = time.perf_counter() - t0
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
     paths = gen.save(edited, out)
@@ -237,6 +276,29 @@ def cmd_demo(args) -> int:
     from cm_media.cli import demo  # noqa: PLC0415
 
     return demo.main(args)
+
+
+def cmd_info_source(args) -> int:
+    """What a model can be asked for: its conditions (and, without --json, its generation defaults)."""
+    gen = _load(args.source, "cpu")
+    spec = gen.condition_spec()
+    if args.json:
+        print(json.dumps({"conditions": spec, "guided_student": gen.guided_student}))
+        return 0
+    c = gen.cfg
+    print(f"{args.source}: {c.modality} model, method {c.method.name}, data {c.data.dataset}, {gen.source}")
+    if not spec:
+        print("conditions: none (unconditional)")
+    for name, values in spec.items():
+        shown = ", ".join(values) if isinstance(values, list) else values
+        print(f"condition {name}: {shown}  (--cond {name}=VALUE)")
+    scale = "takes --cfg-scale as an input (one evaluation per step)" if gen.guided_student else \
+        (f"default {c.sample.cfg_scale}" if c.sample.cfg_scale is not None else "default 1 (unguided)")
+    if spec or gen.guided_student:
+        print(f"classifier-free guidance: {scale}")
+    print(f"generation defaults: {c.sample.steps} step(s), bf16 {'on' if c.sample.bf16 else 'off'}, "
+          f"batch {c.sample.batch_size}")
+    return 0
 
 
 def cmd_info() -> int:
@@ -284,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "info":
-            return cmd_info()
+            return cmd_info_source(args) if args.source else cmd_info()
         parser.print_help()
         return 2
     except UserError as exc:

@@ -12,7 +12,7 @@ import torch
 
 from cm_media.conditions import Condition
 from cm_media.errors import UserError
-from cm_media.registry import MODALITIES, get_modality
+from cm_media.registry import bundled_models, find_bundled
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import RunConfig, config_from_dict
 from cm_media.runs.model import build_model, resolve_device, run_conditions
@@ -45,12 +45,10 @@ def resolve_source(source: str | Path) -> Path:
         return latest
     if path.is_file():
         return path
-    if str(source) in MODALITIES:
-        folder = get_modality(str(source)).pretrained_dir()
-        if folder is None or not (folder / "model.safetensors").is_file():
-            raise UserError(f"no bundled pretrained {source} model ships with this version")
-        return folder / "model.safetensors"
-    raise UserError(f"source not found: {source} (a run directory, a checkpoint file, or image/audio/video)")
+    if (bundled := find_bundled(str(source))) is not None:  # a bundled model name: image, audio, video, ...
+        return bundled
+    names = ", ".join(bundled_models()) or "none installed"
+    raise UserError(f"source not found: {source} (a run directory, a checkpoint file, or a bundled model: {names})")
 
 
 def weights_of(tensors: dict[str, torch.Tensor], weights: str = "ema") -> dict[str, torch.Tensor]:
