@@ -15,8 +15,8 @@ import json
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import load_digits
 from sklearn.svm import SVC
 
 import cm_media

@@ -35,15 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cm_media  # noqa: E402
-from cm_media.eval.bench import BenchOptions, data_items, media_quality, reference_for  # noqa: E402
+import cm_media
+from cm_media.eval.bench import BenchOptions, data_items, media_quality, reference_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def logmel_db(wave: torch.Tensor, rate: int) -> torch.Tensor:
     """[T] -> [mels, frames] log-mel power in dB (32 ms windows)."""
-    import torchaudio  # noqa: PLC0415
+    import torchaudio
 
     n_fft = 256 if rate <= 8000 else 512
     mel = torchaudio.transforms.MelSpectrogram(rate, n_fft=n_fft, hop_length=n_fft // 4, n_mels=40)
@@ -60,8 +60,8 @@ def gap_scores(fill: torch.Tensor, truth: torch.Tensor, rate: int) -> dict:
 def prepare_folder(args) -> None:
     """Write the recording without the gap (and `--margin` around it) as two wav files at the model rate, a
     training folder for a model that has never heard the cut-out part (`data.dataset: folder`)."""
-    import soundfile as sf  # noqa: PLC0415
-    import torchaudio  # noqa: PLC0415
+    import soundfile as sf
+    import torchaudio
 
     wav, rate = sf.read(args.recording, dtype="float32", always_2d=True)  # [T, C]
     mono = torch.from_numpy(wav.mean(1))
@@ -123,10 +123,10 @@ def audio_demo(args) -> dict:
 
 
 def _spectrogram_png(path: Path, rate: int, waves: list, gap: tuple[float, float]) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(waves), 1, figsize=(8, 2.2 * len(waves)), sharex=True)
     for ax, (name, w) in zip(axes, waves):

@@ -17,10 +17,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cm_media.runs.config import load_config
 from cm_media.methods import build_method
-from cm_media.runs.model import build_model
 from cm_media.nn.attention import resolve_backend
+from cm_media.runs.config import load_config
+from cm_media.runs.model import build_model
 
 CONFIGS = {
     "image": "configs/image/digits_ict.yaml",

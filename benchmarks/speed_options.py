@@ -44,8 +44,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cm_media.eval import bench
 from cm_media.errors import UserError
+from cm_media.eval import bench
 from cm_media.runs.generator import Generator, apply_speed_options, load
 
 # name -> (channels_last, compile, bf16)
@@ -143,7 +143,7 @@ def measure_all(args, names: list[str], steps_list: list[int], t_start: float) -
         if (cl, comp) not in layouts:
             try:
                 layouts[(cl, comp)] = (*variant(gen, cl, comp), None)
-            except Exception as exc:  # noqa: BLE001  e.g. torch.compile unavailable here
+            except Exception as exc:
                 layouts[(cl, comp)] = (None, 0, error_text(exc))
 
     rows: dict[tuple[str, int], dict] = {}
@@ -169,7 +169,7 @@ def measure_all(args, names: list[str], steps_list: list[int], t_start: float) -
                 bench._sync(dev)
                 row["first_call_s"] = time.perf_counter() - t0
                 calls[(s, k)] = call
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 row["error"] = error_text(exc)
             print(f"first call {s} {k} step(s): "
                   + (f"{row['first_call_s']:.2f} s" if "first_call_s" in row else row["error"]), flush=True)
@@ -182,7 +182,7 @@ def measure_all(args, names: list[str], steps_list: list[int], t_start: float) -
             if rows[key]["error"] is None:
                 try:
                     calls[key]()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     rows[key]["error"] = error_text(exc)
         return fn
 
@@ -212,7 +212,7 @@ def measure_all(args, names: list[str], steps_list: list[int], t_start: float) -
             media = g.generate(args.num_samples, steps=k, seed=args.seed + 1, batch_size=batch, bf16=row["bf16"])
             row["quality_generation_s"] = time.perf_counter() - t0
             row.update(bench.media_quality(g, ref, media))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             row["error"] = error_text(exc)
             continue
         if s == "float32":

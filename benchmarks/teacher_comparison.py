@@ -30,11 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cm_media  # noqa: E402
-from cm_media.runs import checkpoint as ckpt  # noqa: E402
-from cm_media.eval.bench import BenchOptions, media_quality, reference_for  # noqa: E402
-from cm_media.runs.config import load_config  # noqa: E402
-from cm_media.runs.training import train  # noqa: E402
+import cm_media
+from cm_media.eval.bench import BenchOptions, media_quality, reference_for
+from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import load_config
+from cm_media.runs.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {
@@ -83,14 +83,14 @@ class TaskScore:
     def __init__(self, name: str):
         self.name = name
         if name == "digits":
-            from digits_quality import Reference, classifier, score  # noqa: PLC0415
+            from digits_quality import Reference, classifier, score
 
             self.clf, self.ref, self.score = classifier(), Reference(), score
 
     def __call__(self, media: torch.Tensor, gen) -> float:
         if self.name == "digits":
             return self.score(self.clf, self.ref, media.reshape(len(media), -1).numpy())["realistic"]
-        from modalities.audio.pitch import stable_pitch_share  # noqa: PLC0415
+        from modalities.audio.pitch import stable_pitch_share
 
         return stable_pitch_share(media[:PITCH_CLIPS], gen.cfg.codec.sample_rate)[0]
 
@@ -153,7 +153,7 @@ def main() -> None:
             r.update(train_steps=steps, s_per_step=costs[kind], train_s=secs)
             rows.append(r)
     gen = cm_media.load(teacher)
-    from cm_media.eval.bench import _decode, data_items  # noqa: PLC0415
+    from cm_media.eval.bench import _decode, data_items
 
     train_part = _decode(gen, data_items(gen, "train", args.n, 0), 64)  # FD/KID: the held-out split is the reference
     held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)  # task: digits' realism is measured against train

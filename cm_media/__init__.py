@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from cm_media.errors import UserError  # noqa: E402
-from cm_media.runs.generator import Generator, load  # noqa: E402
+from cm_media.errors import UserError
+from cm_media.runs.generator import Generator, load
 
 __all__ = ["Generator", "UserError", "__version__", "load"]

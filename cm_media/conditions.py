@@ -16,6 +16,7 @@ from cm_media.errors import UserError
 
 KINDS = ("class", "vector", "scalar")
 GUIDANCE = "cfg_scale"  # the scalar condition of a guided-distilled student: its classifier-free guidance scale
+INTERVAL = "interval"  # the scalar condition of a MeanFlow network: t - r, set by the network itself, never by a user
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from cm_media import files
+
 # how the demo report shows a file by its suffix (the default of `Modality.report_html` / `report_markdown`)
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv"})
@@ -63,6 +65,41 @@ class Codec(Protocol):
     def decode(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+class MediaWriter:
+    """Writes decoded batches [b, ...] as they arrive (`add`), so memory holds one batch whatever the total;
+    `close` finishes the files and returns their paths. Opened before any sample is made, which is where the
+    output path, its format and its folder are checked. Use as a context manager: an error aborts the write."""
+
+    def add(self, media: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def close(self) -> list[Path]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop after an error: remove what is half-written (finished files stay)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+
+
+class CollectingWriter(MediaWriter):
+    """For a modality without streaming output: keeps every batch and calls `write(media)` once at the end."""
+
+    def __init__(self, write):
+        self._write, self._parts = write, []
+
+    def add(self, media):
+        self._parts.append(media)
+
+    def close(self):
+        return self._write(torch.cat(self._parts))
+
+
 class Modality:
     """Base class: subclasses set the class attributes and implement the methods below."""
 
@@ -99,6 +136,18 @@ class Modality:
     def save(self, media: torch.Tensor, path: Path, cfg, **options: Any) -> list[Path]:
         """Write decoded media [B, ...] to `path` (one file, a grid, or numbered files); returns the paths."""
         raise NotImplementedError
+
+    def open_writer(self, path: Path, cfg, total: int, **options: Any) -> MediaWriter:
+        """A writer for `total` samples arriving in batches (what `cm-media generate` streams into). It checks
+        `path` now, before anything is generated. Default: the folder must be writable, and every batch is kept
+        until `save` writes them at the end; the built-in modalities write each batch as it comes."""
+        path = Path(path)
+        files.output_folder(path.parent if str(path.parent) else Path("."))
+        return CollectingWriter(lambda media: self.save(media, path, cfg, **options))
+
+    def validate_config(self, cfg) -> None:
+        """Range checks of the `data` and `codec` sections (a UserError naming the key), run when a config is
+        read, before anything is built. Default: none beyond the types."""
 
     def read(self, path: Path, cfg, codec: Codec) -> torch.Tensor:
         """One media file as a media tensor [1, ...] fitted to the config (for `cm-media edit`)."""

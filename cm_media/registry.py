@@ -32,7 +32,7 @@ def _discover() -> dict[str, str]:
             raise
     try:
         points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    except Exception:  # noqa: BLE001  broken distribution metadata must not break the CLI
+    except Exception:
         points = []
     for ep in sorted(points, key=lambda e: e.name):
         found.setdefault(ep.name, ep.value)

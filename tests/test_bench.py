@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from cm_media.eval import bench
 from cm_media.cli import main
+from cm_media.eval import bench
 from cm_media.runs.config import load_config
 from cm_media.runs.training import train
 

@@ -17,15 +17,15 @@ from PIL import Image
 from safetensors import safe_open
 
 import cm_media
-from cm_media.eval import bench, metrics
-from cm_media.runs.checkpoint import META_KEY, load_checkpoint
 from cm_media.cli import main
-from cm_media.runs.config import load_config
 from cm_media.cli.demo import bundled_available
-from cm_media.runs.generator import Generator
-from cm_media.runs.model import build_model
+from cm_media.eval import bench, metrics
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
+from cm_media.runs.checkpoint import META_KEY, load_checkpoint
+from cm_media.runs.config import load_config
+from cm_media.runs.generator import Generator
+from cm_media.runs.model import build_model
 from cm_media.runs.training import train
 
 ALL = ["image", "video", "audio"]
@@ -193,7 +193,7 @@ def test_export_roundtrip_bf16_and_float32(tiny_run, tmp_path, capsys):
         assert "cm-media train configs/image/digits_ict.yaml --set backbone.preset=tiny" in readme
         assert str(tiny_run) in readme and "step 2" in readme
         with safe_open(str(out / "model.safetensors"), framework="pt") as f:
-            assert all(k.startswith("ema.") for k in f.keys())  # noqa: SIM118
+            assert all(k.startswith("ema.") for k in f.keys())
     # bf16 storage is about half of float32
     small, full = (tmp_path / d / "model.safetensors" for d in ("bf16", "float32"))
     assert small.stat().st_size < 0.6 * full.stat().st_size

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cm_media.runs import checkpoint as ckpt
 from cm_media.errors import UserError
+from cm_media.runs import checkpoint as ckpt
 
 
 def test_round_trip_and_metadata(tmp_path):

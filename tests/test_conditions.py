@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from cm_media.cli import main
-from cm_media.conditions import GUIDANCE, Condition, conditions_from_spec, drop_conditions, null_like, request_tensors
+from cm_media.conditions import (
+    GUIDANCE,
+    Condition,
+    conditions_from_spec,
+    drop_conditions,
+    null_like,
+    request_tensors,
+)
 from cm_media.errors import UserError
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.nn import UNet, UNetConfig

@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 
 from cm_media.cli import main
-from cm_media.runs.config import load_config
 from cm_media.cli.demo import bundled_available
 from cm_media.registry import get_modality
+from cm_media.runs.config import load_config
 from cm_media.runs.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def audio_args(tmp_path_factory):
 
 def audio_seconds(audio_args) -> float:
     """The demo writes audio clips as long as the model's training clips (whole STFT hops)."""
-    import cm_media  # noqa: PLC0415
+    import cm_media
 
     gen = cm_media.load(audio_args[1].split("=", 1)[1] if audio_args else "audio")
     return gen.modality.num_samples(gen.cfg, gen.cfg.data.seconds) / gen.cfg.codec.sample_rate

@@ -1,14 +1,13 @@
 """Teachers, distillation (CD), tuning (ECT) and zero-shot editing."""
 
-import math
 
 import pytest
 import torch
 
-from cm_media.math import losses, samplers, solvers
-from cm_media.runs.config import load_config
 from cm_media.errors import UserError
+from cm_media.math import losses, samplers, solvers
 from cm_media.math.parameterization import append_dims
+from cm_media.runs.config import load_config
 from cm_media.runs.training import train
 
 
@@ -163,8 +162,8 @@ def test_cd_and_ect_train_from_teacher(tmp_path, digits_config, teacher_run, met
 
 
 def test_student_starts_from_teacher_weights(tmp_path, digits_config, teacher_run):
-    from cm_media.runs.checkpoint import latest_checkpoint, load_checkpoint, prefixed
     from cm_media.methods import build_method
+    from cm_media.runs.checkpoint import latest_checkpoint, load_checkpoint, prefixed
     from cm_media.runs.model import build_model
     from cm_media.runs.teacher import load_teacher
 

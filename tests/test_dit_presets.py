@@ -4,10 +4,10 @@ shipped config's sample shape to itself. A preset not (yet) in its modality's pr
 import pytest
 import torch
 
-from cm_media.runs.config import load_config
-from cm_media.runs.model import build_model
 from cm_media.nn.transformer import DiT
 from cm_media.registry import get_modality
+from cm_media.runs.config import load_config
+from cm_media.runs.model import build_model
 
 # (modality, preset, shipped config whose data/codec give the shape, expected patch per axis)
 CASES = [

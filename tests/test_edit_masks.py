@@ -5,9 +5,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from cm_media.runs.config import load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
+from cm_media.runs.config import load_config
 from modalities.audio.edit import read_recording, time_mask
 from modalities.image.masks import image_mask
 from modalities.video.edit import frame_mask

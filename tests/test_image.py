@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cm_media.runs.config import from_dict, load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
+from cm_media.runs.config import from_dict, load_config
 from modalities.image.codec import ImageCodec, ImageCodecConfig
 from modalities.image.io import make_grid
 

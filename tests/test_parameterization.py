@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from cm_media.math.parameterization import (
-    Preconditioned, append_dims, consistency_scalings, edm_scalings, mean_flat, noise_conditioning,
+    Preconditioned,
+    append_dims,
+    consistency_scalings,
+    edm_scalings,
+    mean_flat,
+    noise_conditioning,
 )
 
 SD, SMIN = 0.5, 0.002

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _modality_options(parser: argparse.ArgumentParser) -> list[str]:
     """Add every installed modality's generate options (e.g. --seconds, --frames); returns their dest names."""
-    from cm_media.registry import available_modalities, get_modality  # noqa: PLC0415
+    from cm_media.registry import available_modalities, get_modality
 
     dests, seen = [], set()
     for name in available_modalities():
@@ -163,8 +163,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
 
 
 def cmd_train(args) -> int:
-    from cm_media.runs.config import load_config  # noqa: PLC0415
-    from cm_media.runs.training import train  # noqa: PLC0415
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -186,7 +186,7 @@ def cmd_train(args) -> int:
 
 
 def _load(source, device="auto"):
-    from cm_media.runs.generator import load  # noqa: PLC0415
+    from cm_media.runs.generator import load
 
     return load(source, device=device)
 
@@ -261,19 +261,19 @@ def cmd_edit(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from cm_media.eval import bench  # noqa: PLC0415
+    from cm_media.eval import bench
 
     return bench.main(args)
 
 
 def cmd_export(args) -> int:
-    from cm_media.runs import export  # noqa: PLC0415
+    from cm_media.runs import export
 
     return export.main(args)
 
 
 def cmd_demo(args) -> int:
-    from cm_media.cli import demo  # noqa: PLC0415
+    from cm_media.cli import demo
 
     return demo.main(args)
 
@@ -302,12 +302,12 @@ def cmd_info_source(args) -> int:
 
 
 def cmd_info() -> int:
-    import platform  # noqa: PLC0415
+    import platform
 
-    import torch  # noqa: PLC0415
+    import torch
 
-    from cm_media import __version__  # noqa: PLC0415
-    from cm_media.nn.attention import resolve_backend  # noqa: PLC0415
+    from cm_media import __version__
+    from cm_media.nn.attention import resolve_backend
     from cm_media.registry import MODALITIES, get_modality, ordered_modalities
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -327,7 +327,7 @@ def cmd_info() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    import logging  # noqa: PLC0415
+    import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one-line notices: backend choice, skipped files
     try:

@@ -18,7 +18,11 @@ from pathlib import Path
 import torch
 
 from cm_media.errors import UserError
+from cm_media.eval import bench
+from cm_media.eval.bench import to_markdown
 from cm_media.registry import bundled_model_dir, get_modality, ordered_modalities
+from cm_media.runs.checkpoint import atomic_write_bytes
+from cm_media.runs.generator import load
 
 
 @dataclass
@@ -121,8 +125,6 @@ def bench_sizes(modality: str, samples: int | None = None) -> dict:
 
 
 def _bench(section: Section, out: Path, seed: int, device: str, samples: int | None) -> None:
-    from cm_media.eval import bench
-
     opts = bench.BenchOptions(steps=[1, 2], repeats=2, warmup=0, seed=seed, device=device, progress=False,
                               **bench_sizes(section.modality, samples))
     t0 = time.perf_counter()
@@ -136,8 +138,6 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
              models: dict[str, str] | None = None, run_bench: bool = True, device: str = "auto",
              bench_samples: int | None = None) -> dict:
     """Make the demo media and report; returns {'sections', 'skipped', 'report_md', 'report_html', 'total_s'}."""
-    from cm_media.runs.generator import load
-
     t_start = time.perf_counter()
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
@@ -224,8 +224,6 @@ SPEED_QUALITY_NOTE = (
 
 
 def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from cm_media.eval.bench import to_markdown
-
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, "
              f"in {total:.1f} s on {_machine()}.")
     lines = ["# cm-media demo", "", intro, ""]
@@ -259,8 +257,6 @@ def _markdown_table_html(text: str) -> str:
 
 
 def _html(out: Path, sections: list[Section], skipped, total: float, steps: int) -> str:
-    from cm_media.eval.bench import to_markdown
-
     intro = (f"Generated with the bundled consistency models, {steps} network evaluation(s) per sample, in "
              f"{total:.1f} s on {_machine()}.")
     parts = [
@@ -292,8 +288,6 @@ def _html(out: Path, sections: list[Section], skipped, total: float, steps: int)
 
 
 def write_report(out: Path, sections: list[Section], skipped, total: float, steps: int) -> tuple[Path, Path]:
-    from cm_media.runs.checkpoint import atomic_write_bytes
-
     md, page = out / "report.md", out / "report.html"
     atomic_write_bytes(md, _markdown(out, sections, skipped, total, steps).encode())
     atomic_write_bytes(page, _html(out, sections, skipped, total, steps).encode())

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from cm_media.errors import UserError
 from cm_media.eval import metrics
+from cm_media.registry import get_modality, modality_options, option_dest, ordered_modalities
+from cm_media.runs.generator import load
 
 QUALITY_KEYS = ("fd", "kid", "kid_se", "precision", "recall")
 
@@ -156,8 +158,6 @@ def _label(source: str, taken: set[str]) -> str:
 
 def load_entries(sources: list[str], device: str) -> list[Entry]:
     """Load each SOURCE, plus the EDM teacher a distilled/tuned run names (when its file exists)."""
-    from cm_media.runs.generator import load
-
     entries, taken, seen = [], set(), set()
     for source in sources:
         gen = load(source, device=device)
@@ -241,8 +241,6 @@ def media_quality(gen, ref: Reference, media: torch.Tensor) -> dict:
 
 def _media_rates(gen, media: torch.Tensor, seconds_per_batch: float) -> dict:
     """The modality's rate columns (`Modality.media_rates`: real-time factor for audio, frames per second for video)."""
-    from cm_media.registry import get_modality
-
     return get_modality(gen.cfg.modality).media_rates(gen.cfg, media, seconds_per_batch)
 
 
@@ -354,8 +352,6 @@ def _fmt(v, digits: int = 3) -> str:
 
 def _rate_columns() -> dict[str, str]:
     """Record key -> table header of every modality's rate columns (`Modality.rate_columns`), e.g. RTF."""
-    from cm_media.registry import get_modality, ordered_modalities
-
     out: dict[str, str] = {}
     for name in ordered_modalities():
         for key, header in get_modality(name).rate_columns.items():
@@ -467,8 +463,6 @@ def parse_steps(text: str) -> list[int]:
 
 def shape_options(args) -> dict:
     """The parsed values of the modalities' bench options (`Modality.bench_options`, e.g. --seconds) that were given."""
-    from cm_media.registry import modality_options, option_dest
-
     dests = [option_dest(flag, kwargs) for flag, kwargs in modality_options("bench_options")]
     return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
 

@@ -7,7 +7,7 @@ a condition through untouched: it is bound here, once.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,13 +1,14 @@
 """Training losses, each returning one value per sample ([B]); the caller reduces.
 
 EDM denoising (Karras et al. 2022), CT and CD (Song et al. 2023), iCT (Song & Dhariwal 2023),
-ECT (Geng et al. 2024). All consistency objectives share `consistency_loss`.
+ECT (Geng et al. 2024). All consistency objectives share `consistency_loss`. The continuous-time pieces of sCM
+(Lu & Song 2024) and MeanFlow (Geng et al. 2025) are the formulas below their JVPs feed.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -88,3 +89,73 @@ def ect_loss(model: Fn, x0, noise, t, r, sigma_min: float, c: float, weight: tor
     x_t = x0 + append_dims(t, x0.ndim) * noise
     x_r = x0 + append_dims(r, x0.ndim) * noise
     return consistency_loss(model, model, x_t, t, x_r, r.clamp(min=sigma_min), lambda a, b: pseudo_huber(a, b, c), weight)
+
+
+def meanflow_target(v: torch.Tensor, dudt: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """MeanFlow identity (Geng et al. 2025, eq. 6): u_tgt = v - (t - r) du/dt, with du/dt = v d_z u + d_t u the total
+    derivative along the flow (the JVP of u with tangent (v, 0, 1) for (z, r, t)); t - r clipped to [0, 1] as in
+    the authors' code. Returned without a graph (the target is stop-gradient)."""
+    gap = append_dims((t - r).clamp(0.0, 1.0), v.ndim)
+    return (v.float() - gap * dudt.float()).detach()
+
+
+def adaptive_weight(sq_error: torch.Tensor, p: float = 1.0, c: float = 0.01) -> torch.Tensor:
+    """MeanFlow adaptive loss weight w = 1 / (||delta||^2 + c)^p, stop-gradient (p = 0: plain L2, p = 0.5: a
+    pseudo-Huber-like loss, p = 1: the paper's default)."""
+    return 1.0 / (sq_error.detach().float() + c) ** p
+
+
+def sum_flat(x: torch.Tensor) -> torch.Tensor:
+    """Sum over every axis but the batch axis: [B, ...] -> [B]."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def trigflow_from_edm(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, sigma_data: float = 0.5):
+    """TrigFlow point and its ground-truth velocity: x_t = cos(t) x0 + sin(t) sd z, dx_t/dt = cos(t) sd z - sin(t) x0
+    (Lu & Song 2024, eq. 2; sCT's tangent)."""
+    c, s = append_dims(torch.cos(t), x0.ndim), append_dims(torch.sin(t), x0.ndim)
+    z = sigma_data * noise.float()
+    return c * x0.float() + s * z, c * z - s * x0.float()
+
+
+def denoiser_trigflow_velocity(denoiser: Fn, x_t: torch.Tensor, t: torch.Tensor, sigma_data: float = 0.5):
+    """The PF-ODE velocity dx_t/dt = sd F of an EDM denoiser D in TrigFlow time: F = (cos(t) x_t - D(x_t / cos t,
+    sd tan t)) / (sd sin t) (sCD's teacher tangent; D may be a classifier-free guided denoiser)."""
+    c, s = torch.cos(t), torch.sin(t)
+    d = denoiser(x_t / append_dims(c, x_t.ndim), sigma_data * torch.tan(t)).float()
+    return (append_dims(c, x_t.ndim) * x_t - d) / append_dims(s, x_t.ndim)
+
+
+def scm_tangent(f_minus: torch.Tensor, dfdt_scaled: torch.Tensor, x_t: torch.Tensor, dxdt: torch.Tensor,
+                t: torch.Tensor, sigma_data: float = 0.5, warmup: float = 1.0) -> torch.Tensor:
+    """sCM tangent (Lu & Song 2024, eq. 8 and sec. 4.2): g = -cos^2(t) (sd F- - dx_t/dt)
+    - r cos(t) sin(t) (x_t + sd dF-/dt), where `dfdt_scaled` = cos(t) sin(t) dF-/dt (the JVP with tangent
+    (cos t sin t dx_t/dt, cos t sin t)) and r in [0, 1] is the tangent warm-up. Equals cos(t) df-/dt at r = 1."""
+    c, s = append_dims(torch.cos(t), x_t.ndim), append_dims(torch.sin(t), x_t.ndim)
+    g1 = -(c * c) * (sigma_data * f_minus.float() - dxdt.float())
+    g2 = -(c * s * x_t.float() + sigma_data * dfdt_scaled.float())
+    return (g1 + warmup * g2).detach()
+
+
+def normalize_tangent(g: torch.Tensor, c: float = 0.1, mode: str = "l2") -> torch.Tensor:
+    """sCM tangent normalization g / (||g|| + c) ("l2", the paper's); "rms" divides by ||g|| / sqrt(D) + c instead
+    (the same for any data size); "none" leaves g as is."""
+    if mode == "none":
+        return g
+    norm = g.float().reshape(g.shape[0], -1).norm(dim=1)
+    if mode == "rms":
+        norm = norm / math.sqrt(g[0].numel())
+    return g / append_dims(norm + c, g.ndim)
+
+
+def scm_loss(f: torch.Tensor, g: torch.Tensor, weight: torch.Tensor, log_w: torch.Tensor | None = None):
+    """sCM objective per sample: e^{w(t)} weight(t) ||F - stopgrad(F) - g||^2 / D - w(t) (Lu & Song 2024, eq. 9):
+    its gradient in F is -2 e^w weight g / D; w(t) is the learned adaptive weight (None: plain weighted loss).
+    Samples whose tangent alone is not finite (a JVP overflow) are masked: loss 0, no gradient. A non-finite
+    prediction F stays non-finite, so the training loop skips the step rather than train on NaN gradients."""
+    finite = torch.isfinite(g.reshape(g.shape[0], -1)).all(dim=1)
+    keep = finite | ~torch.isfinite(f.detach().reshape(f.shape[0], -1)).all(dim=1)
+    g = torch.where(append_dims(finite, g.ndim), g, torch.zeros_like(g))
+    mse = mean_flat((f.float() - f.detach().float() - g).pow(2))
+    loss = weight * mse if log_w is None else torch.exp(log_w) * weight * mse - log_w
+    return torch.where(keep, loss, torch.zeros_like(loss))

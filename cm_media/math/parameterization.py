@@ -1,13 +1,21 @@
-"""Preconditioning that turns a bare backbone F into an EDM denoiser or a consistency function.
+"""Preconditioning that turns a bare backbone F into an EDM denoiser, a consistency function, a TrigFlow consistency
+function or a MeanFlow average velocity.
 
-EDM (Karras et al. 2022, table 1) and the consistency boundary condition f(x, sigma_min) = x
-(Song et al. 2023, eq. 3 with the sigma - sigma_min shift of appendix C).
+EDM (Karras et al. 2022, table 1), the consistency boundary condition f(x, sigma_min) = x (Song et al. 2023, eq. 3
+with the sigma - sigma_min shift of appendix C), TrigFlow (Lu & Song 2024, sCM) and MeanFlow (Geng et al. 2025).
+Every kind answers `model(x, sigma, cond)` with an x0 estimate of x = x0 + sigma z, so the consistency samplers and
+zero-shot editing work with all of them; the TrigFlow and MeanFlow kinds add their native functions
+(`trigflow_velocity`, `average_velocity`) that their training methods and samplers use.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from cm_media.conditions import INTERVAL
+
+KINDS = ("edm", "consistency", "trigflow", "meanflow")
 
 
 def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -50,11 +58,12 @@ class Preconditioned(nn.Module):
     """Wraps a backbone F(x, c_noise[, cond]) as an EDM denoiser (`kind="edm"`) or consistency function (`"consistency"`).
 
     The skip combination runs in float32 outside autocast, so bf16 backbones keep the boundary condition exact.
+    `precondition(backbone, kind, ...)` also builds the "trigflow" and "meanflow" kinds (subclasses below).
     """
 
     def __init__(self, backbone: nn.Module, kind: str = "consistency", sigma_data: float = 0.5, sigma_min: float = 0.002):
         super().__init__()
-        if kind not in ("edm", "consistency"):
+        if kind not in KINDS:
             raise ValueError(f"unknown parameterization {kind!r}")
         self.backbone = backbone
         self.kind = kind
@@ -62,7 +71,7 @@ class Preconditioned(nn.Module):
         self.sigma_min = sigma_min
 
     def scalings(self, sigma: torch.Tensor):
-        if self.kind == "edm":
+        if self.kind != "consistency":  # edm, and trigflow (an EDM denoiser read in TrigFlow time, see below)
             return edm_scalings(sigma, self.sigma_data)
         return consistency_scalings(sigma, self.sigma_data, self.sigma_min)
 
@@ -77,6 +86,83 @@ class Preconditioned(nn.Module):
         out = (self.backbone(c_in * x, c_noise) if cond is None else self.backbone(c_in * x, c_noise, cond)).float()
         with torch.autocast(device_type=x.device.type, enabled=False):
             return c_skip * x + c_out * out
+
+
+def _time_vector(t, x: torch.Tensor) -> torch.Tensor:
+    """A time (number or [B] / [] tensor) as a float32 [B] tensor on x's device."""
+    if not torch.is_tensor(t) or t.ndim == 0:
+        return torch.full((x.shape[0],), float(t), device=x.device)
+    return t.to(device=x.device, dtype=torch.float32)
+
+
+class TrigFlow(Preconditioned):
+    """TrigFlow (Lu & Song 2024, sCM): x_t = cos(t) x0 + sin(t) z with z ~ N(0, sd^2 I), t in [0, pi/2], and the
+    consistency function f(x_t, t) = cos(t) x_t - sin(t) sd F(x_t / sd, t).
+
+    F is the EDM-preconditioned backbone read in TrigFlow time: F(x_t, t) = -backbone(x_t / sd, ln(sd tan t) / 4).
+    With sigma = sd tan t and x = x_t / cos t (the EDM noisy point), EDM's c_in x = x_t / sd, c_skip = cos^2 t,
+    c_out = sd sin t, so f(x_t, t) = D_edm(x, sigma) exactly: an EDM teacher's weights are a TrigFlow network
+    with the same time input (sCD starts from them), `forward(x, sigma)` is the EDM denoiser formula, and the
+    boundary condition f(x, 0) = x holds exactly. Under the sCM tangent (scaled by cos t sin t) the time input's
+    derivative is the constant 1/4, so this embedding is as stable as sCM's identity time embedding."""
+
+    def __init__(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002):
+        super().__init__(backbone, "trigflow", sigma_data, sigma_min)
+
+    def trigflow_velocity(self, x_t: torch.Tensor, t, cond: dict | None = None) -> torch.Tensor:
+        """F(x_t, t): sd F is the model's PF-ODE velocity dx_t/dt at t (a consistency model's F_theta)."""
+        t = _time_vector(t, x_t)
+        c_noise = torch.log(self.sigma_data * torch.tan(t)) / 4
+        x_in = x_t.float() / self.sigma_data
+        out = self.backbone(x_in, c_noise) if cond is None else self.backbone(x_in, c_noise, cond)
+        return -out.float()
+
+    def trigflow_consistency(self, x_t: torch.Tensor, t, cond: dict | None = None) -> torch.Tensor:
+        """f(x_t, t) = cos(t) x_t - sin(t) sd F(x_t, t) (the x0 estimate in TrigFlow time)."""
+        t = _time_vector(t, x_t)
+        c, s = (append_dims(v, x_t.ndim) for v in (torch.cos(t), torch.sin(t)))
+        return c * x_t.float() - s * self.sigma_data * self.trigflow_velocity(x_t, t, cond)
+
+
+class MeanFlowNet(Preconditioned):
+    """MeanFlow (Geng et al. 2025): on the flow path z_t = (1 - t) x0 + t e (t in [0, 1]) the backbone predicts the
+    average velocity u(z_t, r, t) = 1/(t - r) int_r^t v(z_s, s) ds, so z_r = z_t - (t - r) u(z_t, r, t).
+
+    The backbone sees c_noise = t and the interval t - r as the scalar condition `interval` (cm_media.conditions,
+    added by the meanflow method to the run's conditions), so every backbone takes both times unchanged.
+    `forward(x, sigma)` is the x0 estimate z_t - t u(z_t, 0, t) at t = sigma / (1 + sigma), z_t = x / (1 + sigma)."""
+
+    def __init__(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002):
+        super().__init__(backbone, "meanflow", sigma_data, sigma_min)
+
+    def average_velocity(self, z: torch.Tensor, r, t, cond: dict | None = None) -> torch.Tensor:
+        """u(z, r, t) for z [B, C, *axes], r and t [B] (or numbers) with r <= t."""
+        t, r = _time_vector(t, z), _time_vector(r, z)
+        cond = {**(cond or {}), INTERVAL: t - r}
+        return self.backbone(z.float(), t, cond).float()
+
+    def forward(self, x: torch.Tensor, sigma, cond: dict | None = None) -> torch.Tensor:
+        sigma = _time_vector(sigma, x)
+        t = sigma / (1 + sigma)
+        z = x.float() / append_dims(1 + sigma, x.ndim)
+        u = self.average_velocity(z, torch.zeros_like(t), t, cond)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return z - append_dims(t, x.ndim) * u
+
+
+def precondition(backbone: nn.Module, kind: str = "consistency", sigma_data: float = 0.5,
+                 sigma_min: float = 0.002) -> Preconditioned:
+    """The network of a method's `kind`: edm, consistency, trigflow or meanflow."""
+    if kind == "trigflow":
+        return TrigFlow(backbone, sigma_data, sigma_min)
+    if kind == "meanflow":
+        return MeanFlowNet(backbone, sigma_data, sigma_min)
+    return Preconditioned(backbone, kind, sigma_data, sigma_min)
+
+
+def trigflow_time(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """TrigFlow time of an EDM noise level: t = arctan(sigma / sd)."""
+    return torch.atan2(sigma, torch.full_like(sigma, sigma_data))
 
 
 def edm_loss_weight(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:

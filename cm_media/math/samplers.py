@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from cm_media.math.schedules import karras_sigmas
 from cm_media.math.solvers import euler_step, heun_step
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,8 +41,6 @@ def multistep(
 
 def default_step_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
     """Noise levels for a K-step consistency sample: a Karras grid of K + 1 points without its sigma_min end."""
-    from cm_media.math.schedules import karras_sigmas
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return karras_sigmas(steps + 1, sigma_min, sigma_max, rho)[:-1].tolist()
@@ -75,8 +74,6 @@ def edm_heun(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.T
 
 def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """The EDM sampling grid: n Karras sigmas followed by sigma_N = 0 (float64)."""
-    from cm_media.math.schedules import karras_sigmas
-
     return torch.cat([karras_sigmas(n, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
 
 
@@ -134,3 +131,42 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
     w0 = torch.where(theta < 1e-4, 1 - alpha + 0 * s, torch.sin((1 - alpha) * theta) / s)
     w1 = torch.where(theta < 1e-4, alpha + 0 * s, torch.sin(alpha * theta) / s)
     return (w0[:, None] * a + w1[:, None] * b).reshape(z0.shape)
+
+
+@torch.no_grad()
+def meanflow_sample(u: Callable, noise: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
+    """MeanFlow sampling (Geng et al. 2025, alg. 2): z = e at times[0] (1), then z_r = z_t - (t - r) u(z_t, r, t) for
+    each consecutive pair (t, r) of the descending times ending at 0; one evaluation per step. `u(z, r, t)` takes
+    r and t as [B]."""
+    times = [float(t) for t in times]
+    if len(times) < 2 or any(a <= b for a, b in zip(times[:-1], times[1:])):
+        raise ValueError(f"MeanFlow sampling needs descending times, got {times}")
+    z = noise.float()
+    for t, r in zip(times[:-1], times[1:]):
+        u_tr = u(z, _sig(z, r), _sig(z, t)).float()
+        z = z - (t - r) * u_tr
+    return z
+
+
+def meanflow_times(steps: int, sigmas: Sequence[float] | None = None) -> list[float]:
+    """Times of a `steps`-step MeanFlow sample: uniform 1, 1 - 1/K, ..., 0; or, given K noise levels (sample.sigmas,
+    in the EDM scale x = x0 + sigma z), 1 followed by t = sigma / (1 + sigma) of the later ones, then 0."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if sigmas is None:
+        return [1.0 - i / steps for i in range(steps)] + [0.0]
+    return [1.0] + [float(s) / (1.0 + float(s)) for s in list(sigmas)[1:]] + [0.0]
+
+
+@torch.no_grad()
+def ode_trajectory(denoiser: Fn, noise: torch.Tensor, sigmas: torch.Tensor, solver: str = "heun") -> list[torch.Tensor]:
+    """The points of a probability-flow ODE solve (as `edm_heun` / `edm_euler`) at every level of the descending
+    grid `sigmas` (ending at 0): [x(sigmas[0]) = sigmas[0] z, ..., x(0)] in float32, integrated in float64."""
+    d64, grid = _float64(denoiser), sigmas.to(torch.float64)
+    x = noise.double() * grid[0]
+    points = [x.float()]
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        step = heun_step if solver == "heun" and s_next > 0 else euler_step
+        x = step(d64, x, s.expand(x.shape[0]), s_next.expand(x.shape[0]))
+        points.append(x.float())
+    return points

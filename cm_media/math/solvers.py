@@ -5,7 +5,7 @@ Used by the EDM samplers' teacher side and by consistency distillation to move x
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

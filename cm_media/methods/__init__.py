@@ -7,11 +7,16 @@ Add one by writing a module with `XConfig(MethodConfig)` and `X(Method)` and reg
 from __future__ import annotations
 
 from cm_media.methods.base import Method, MethodConfig
+from cm_media.methods.cmt import CMT
 from cm_media.methods.consistency_training import CT, ICT
 from cm_media.methods.distillation import CD, ECT
 from cm_media.methods.edm import EDM
+from cm_media.methods.meanflow import MeanFlow
+from cm_media.methods.scm import SCM
 
-METHODS: dict[str, type[Method]] = {"ict": ICT, "ct": CT, "edm": EDM, "cd": CD, "ect": ECT}
+METHODS: dict[str, type[Method]] = {
+    "ict": ICT, "ct": CT, "edm": EDM, "cd": CD, "ect": ECT, "meanflow": MeanFlow, "scm": SCM, "cmt": CMT,
+}
 
 
 def register_method(cls: type[Method]) -> None:
@@ -20,7 +25,7 @@ def register_method(cls: type[Method]) -> None:
 
 
 def method_kind(name: str) -> str:
-    """The parameterization a method trains: "consistency" or "edm"."""
+    """The parameterization a method trains: "consistency", "edm", "trigflow" (sCM) or "meanflow"."""
     return METHODS[name].kind
 
 

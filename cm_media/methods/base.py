@@ -34,6 +34,9 @@ class Method:
     name = ""
     Config: type = MethodConfig
     needs_teacher = False  # the training loop loads method.teacher and passes it in
+    # the loss calls the network unwrapped from DistributedDataParallel (torch.func.jvp cannot run through its
+    # forward), so DDP's gradient hooks never fire and the training loop all-reduces the gradients itself
+    bypasses_ddp = False
     # data-parallel shard: every rank draws the global batch's randomness and keeps its own slice,
     # so N processes reproduce one process with the same global batch
     rank, world = 0, 1
@@ -44,6 +47,16 @@ class Method:
         self.total_steps = total_steps
         self.teacher = teacher
         self.conditions = conditions or []  # the data's conditions (for their "no condition" values)
+
+    @classmethod
+    def wants_teacher(cls, cfg) -> bool:
+        """Whether this run loads `method.teacher` (sCM: only for distillation)."""
+        return cls.needs_teacher
+
+    @staticmethod
+    def unwrap(net: nn.Module) -> nn.Module:
+        """The network inside a DistributedDataParallel wrapper (itself otherwise)."""
+        return getattr(net, "module", net)
 
     @staticmethod
     def extra_conditions(cfg) -> list[Condition]:
@@ -64,6 +77,11 @@ class Method:
     def state_modules(self) -> dict[str, nn.Module]:
         """Extra networks to checkpoint for an exact resume."""
         return {}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the method's own networks that the optimizer trains with the model's (sCM's adaptive
+        loss weight); networks with frozen parameters (CT's target) have none."""
+        return [p for m in self.state_modules().values() for p in m.parameters() if p.requires_grad]
 
     def _local(self, t: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a tensor drawn for the global batch."""

@@ -1,6 +1,9 @@
 """Multi-head softmax attention with a backend choice, for conv feature maps and for token sequences.
 
 Backends: torch scaled_dot_product_attention ("sdpa", the default) and xformers memory-efficient attention.
+Inside `forward_ad_safe()` every backend gives way to plain tensor ops, which have forward-mode derivatives: a
+Jacobian-vector product through a backbone (sCM, MeanFlow) runs there, since PyTorch's fused SDPA kernels (flash,
+memory-efficient, the CPU flash kernel) and xformers have none.
 xformers wheels target one torch build, so it is used only after a tiny probe of its kernels (forward and
 backward) succeeds on the device; "auto" then picks it on CUDA, and a kernel that fails later (a dtype or
 head size it lacks) falls back to sdpa. Every choice is logged once per (request, device).
@@ -8,6 +11,7 @@ head size it lacks) falls back to sdpa. Every choice is logged once per (request
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -23,6 +27,24 @@ BACKENDS = ("auto", "sdpa", "xformers")
 _PROBED: dict[str, bool] = {}  # device type -> xformers kernels run there
 _RESOLVED: dict[tuple[str, str], str] = {}  # (requested, device type) -> backend that runs
 _FAILED: set[tuple] = set()  # (device type, dtype, head dim) where an xformers call raised
+_MATH_ONLY = [0]  # depth of nested forward_ad_safe() contexts
+
+
+@contextlib.contextmanager
+def forward_ad_safe():
+    """Within this context `attention` computes softmax(q k^T / sqrt(d)) v with plain tensor ops (forward-mode AD
+    works through them: torch.func.jvp, torch.autograd.forward_ad)."""
+    _MATH_ONLY[0] += 1
+    try:
+        yield
+    finally:
+        _MATH_ONLY[0] -= 1
+
+
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v on [B, heads, L, d] with ops that all have forward-mode derivatives."""
+    weights = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)
+    return weights.to(v.dtype) @ v
 
 
 def xformers_available(device_type: str) -> bool:
@@ -34,7 +56,7 @@ def xformers_available(device_type: str) -> bool:
             q = torch.randn(1, 4, 1, 8, device=device_type, requires_grad=True)  # [B, L, heads, d]
             xops.memory_efficient_attention(q, q, q).sum().backward()
             _PROBED[device_type] = bool(torch.isfinite(q.grad).all())
-        except Exception as exc:  # noqa: BLE001  any import or kernel failure means: not usable here
+        except Exception as exc:
             log.debug("xformers unusable on %s: %s", device_type, exc)
             _PROBED[device_type] = False
     return _PROBED[device_type]
@@ -79,6 +101,8 @@ def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Softmax attention softmax(q k^T / sqrt(d)) v on [B, heads, L, d] tensors."""
+    if _MATH_ONLY[0]:
+        return math_attention(q, k, v)
     if resolve_backend(backend, q.device.type) == "xformers":
         out = _xformers_attention(q, k, v)
         if out is not None:

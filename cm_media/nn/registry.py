@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cm_media.errors import UserError
+
+MAX_INT_VALUE = 65_536  # any integer in a backbone section (channels, blocks, heads, patch sizes, ...)
+MAX_LIST_LENGTH = 64  # entries of a list in a backbone section (channel_mult, attention levels, ...)
+# keys that multiply the module count: far lower limits, so even a dry build stays quick
+MAX_BY_KEY = {"num_res_blocks": 64, "depth": 512, "num_heads": 1024}
 
 # arch name -> (config dataclass, module class); other issues add the patch transformer and space-time nets.
 ARCHS: dict[str, tuple[type, type]] = {}
@@ -49,5 +57,51 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
     params.setdefault("in_channels", in_channels)
     try:
         return module_cls(config_cls(**params))
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"bad backbone config: {exc}") from None
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError, AssertionError) as exc:
+        raise UserError(f"bad backbone config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _check_value(key: str, value, depth: int = 0) -> None:
+    """Integers in 0..MAX_INT_VALUE, finite numbers, lists of at most MAX_LIST_LENGTH such values."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        top = MAX_BY_KEY.get(key, MAX_INT_VALUE)
+        if not 0 <= value <= top:
+            raise UserError(f"backbone.{key} must be in 0..{top}, got {value}")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"backbone.{key} must be a finite number >= 0, got {value}")
+    elif isinstance(value, (list, tuple)):
+        if len(value) > MAX_LIST_LENGTH or depth > 2:
+            raise UserError(f"backbone.{key} is too long: at most {MAX_LIST_LENGTH} entries, got {len(value)}")
+        for v in value:
+            _check_value(key, v, depth + 1)
+
+
+class _NoInit(TorchFunctionMode):
+    """On the meta device, skip in-place initializers (normal_ there would import torch._dynamo: 1.5 s)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if name.endswith("_") and not name.endswith("__") and isinstance(first, torch.Tensor) and first.is_meta:
+            return first
+        return func(*args, **kwargs)
+
+
+def count_backbone_parameters(section: dict, presets: dict, dims: int, in_channels: int) -> int:
+    """The parameter count of the backbone a config describes, found without allocating it (built on the meta
+    device after checking every value's range): how configs and model files are checked before any real
+    allocation. Any construction error is a UserError."""
+    params = resolve_backbone(section, presets)
+    for key, value in params.items():
+        if key != "cond":
+            _check_value(key, value)
+    with torch.device("meta"), _NoInit():
+        module = build_backbone(params, {}, dims, in_channels)
+    try:
+        return sum(p.numel() for p in module.parameters())
+    except RuntimeError as exc:
+        raise UserError(f"bad backbone config: {str(exc).splitlines()[0]}") from None

@@ -19,8 +19,8 @@ from torch import nn
 
 from cm_media.nn.attention import SelfAttention, attention
 from cm_media.nn.embedding import NoiseEmbedding
-from cm_media.nn.registry import register_arch
 from cm_media.nn.layers import Downsample, GroupNorm, ResBlock, conv_nd, norm_groups, zero_module
+from cm_media.nn.registry import register_arch
 
 
 @dataclass

@@ -16,7 +16,15 @@ from torch import nn
 from cm_media.nn.attention import SelfAttention
 from cm_media.nn.embedding import NoiseEmbedding
 from cm_media.nn.layers import (
-    Downsample, GroupNorm, ResBlock, Upsample, conv_nd, norm_groups, patchify, unpatchify, zero_module,
+    Downsample,
+    GroupNorm,
+    ResBlock,
+    Upsample,
+    conv_nd,
+    norm_groups,
+    patchify,
+    unpatchify,
+    zero_module,
 )
 from cm_media.nn.registry import register_arch
 

@@ -60,7 +60,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise UserError(f"checkpoint not found: {path}")
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open  # noqa: PLC0415
+        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.methods import METHODS, MethodConfig
+from cm_media.nn.registry import count_backbone_parameters
 from cm_media.registry import get_modality
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,7 @@ def _check_type(value, tp, key: str):
                 return _check_type(value, arg, key)
             except UserError as exc:
                 errors.append(exc)
-        raise errors[-1]
+        raise errors[0]
     if tp is type(None):
         if value is None:
             return None
@@ -107,14 +110,22 @@ def _check_type(value, tp, key: str):
             return value
         raise UserError(f"config key {key} must be true or false, got {value!r}")
     if tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > checks.MAX_INT:
+                raise UserError(f"config key {key} must be an integer of at most 63 bits, got {value}")
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
         raise UserError(f"config key {key} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise UserError(f"config key {key} must be a finite number, got {value!r}")
+            return number
         raise UserError(f"config key {key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -230,34 +241,101 @@ def _default(cls, key: str):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+# range checks of method keys by name (every method's config shares the schedule constants; the others apply
+# where a method has that key); finiteness of every number is checked when the config is read
+_METHOD_RANGES = {
+    "sigma_data": dict(lo=0, lo_open=True),
+    "rho": dict(lo=0, lo_open=True),
+    "p_std": dict(lo=0, lo_open=True),
+    "edm_p_std": dict(lo=0, lo_open=True),
+    "huber_c": dict(lo=0, lo_open=True),
+    "mu0": dict(lo=0, hi=1, hi_open=True),
+    "ect_q": dict(lo=0, lo_open=True),
+    "fd_eps": dict(lo=0, lo_open=True),
+    "adaptive_c": dict(lo=0, lo_open=True),
+    "guidance_scale": dict(lo=0),
+}
+_METHOD_INTS = {"s0": 1, "s1": 1, "num_scales": 2, "stage_steps": 1, "solver_steps": 1, "mid_steps": 1}
+
+
 def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that would otherwise fail deep inside training."""
-    if cfg.train.steps < 1:
-        raise UserError("train.steps must be >= 1")
-    if cfg.train.batch_size < 1:
-        raise UserError("train.batch_size must be >= 1")
-    if cfg.train.lr <= 0:
-        raise UserError("train.lr must be > 0")
-    if cfg.train.optimizer not in ("radam", "adamw"):
-        raise UserError(f"unknown train.optimizer {cfg.train.optimizer!r} (radam or adamw)")
-    if cfg.train.checkpoint_every < 1:
-        raise UserError("train.checkpoint_every must be >= 1")
+    """Ranges and cross-field checks, before anything is built: a bad value is one error naming its key."""
+    t = cfg.train
+    checks.integer(t.steps, "train.steps", 1, 10**12)
+    checks.integer(t.batch_size, "train.batch_size", 1, checks.MAX_BATCH)
+    checks.number(t.lr, "train.lr", 0, lo_open=True)
+    if t.optimizer not in ("radam", "adamw"):
+        raise UserError(f"unknown train.optimizer {t.optimizer!r} (radam or adamw)")
+    checks.number(t.weight_decay, "train.weight_decay", 0)
+    checks.integer(t.warmup_steps, "train.warmup_steps", 0)
+    checks.number(t.grad_clip, "train.grad_clip", 0, lo_open=True)
+    checks.number(t.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
+    checks.integer(t.checkpoint_every, "train.checkpoint_every", 1)
+    checks.integer(t.keep_checkpoints, "train.keep_checkpoints", 1)
+    checks.integer(t.log_every, "train.log_every", 1)
+    checks.seed(t.seed, "train.seed")
+    checks.integer(t.max_bad_steps, "train.max_bad_steps", 0)
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise UserError(f"unknown train.device {t.device!r} (auto, cpu or cuda)")
+    checks.integer(t.threads, "train.threads", 0, 4096)
+    checks.integer(t.samples, "train.samples", 0, 100_000)
+    if not 0 <= t.cond_dropout < 1:
+        raise UserError(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
     m = cfg.method
     for key, allowed in (("target", ("stopgrad", "ema")), ("distance", ("pseudo_huber", "l2")), ("weighting", ("gap", "edm"))):
         value = getattr(m, key, allowed[0])
         if value not in allowed:
             raise UserError(f"unknown method.{key} {value!r} ({' or '.join(allowed)})")
     scale = getattr(m, "cfg_scale", [])
-    if scale and (len(scale) != 2 or not 0 <= scale[0] <= scale[1]):
+    if scale and (len(scale) != 2 or not all(isinstance(w, (int, float)) and math.isfinite(w) for w in scale)
+                  or not 0 <= scale[0] <= scale[1]):
         raise UserError(f"method.cfg_scale must be [w_min, w_max] with 0 <= w_min <= w_max, got {scale}")
-    if not 0 <= cfg.train.cond_dropout < 1:
-        raise UserError(f"train.cond_dropout must be in [0, 1), got {cfg.train.cond_dropout}")
-    if cfg.sample.sampler not in ("heun", "euler"):
-        raise UserError(f"unknown sample.sampler {cfg.sample.sampler!r} (heun or euler)")
+    if not 0 < m.sigma_min < m.sigma_max:
+        raise UserError("method.sigma_min must be > 0 and below method.sigma_max")
+    for key, limits in _METHOD_RANGES.items():
+        if getattr(m, key, None) is not None:
+            checks.number(getattr(m, key), f"method.{key}", **limits)
+    for key, lo in _METHOD_INTS.items():
+        if getattr(m, key, None) is not None:
+            checks.integer(getattr(m, key), f"method.{key}", lo, 10**9)
+    if getattr(m, "s0", None) is not None and getattr(m, "s1", None) is not None and m.s1 < m.s0:
+        raise UserError(f"method.s1 ({m.s1}) must not be below method.s0 ({m.s0})")
     if METHODS[m.name].needs_teacher and not m.teacher:
         raise UserError(f"method.name {m.name} needs method.teacher (a teacher run directory or checkpoint)")
-    if not 0 < cfg.method.sigma_min < cfg.method.sigma_max:
-        raise UserError("method.sigma_min must be > 0 and below method.sigma_max")
+    s = cfg.sample
+    checks.steps(s.steps, "sample.steps")
+    checks.batch_size(s.batch_size, "sample.batch_size")
+    if s.sampler not in ("heun", "euler"):
+        raise UserError(f"unknown sample.sampler {s.sampler!r} (heun or euler)")
+    if s.cfg_scale is not None:
+        checks.number(s.cfg_scale, "sample.cfg_scale", 0)
+    for key, levels in s.sigmas.items():
+        try:
+            k = int(key)
+        except (TypeError, ValueError):
+            raise UserError(f"sample.sigmas keys are step counts, got {key!r}") from None
+        if not isinstance(levels, list) or len(levels) != k:
+            raise UserError(f"sample.sigmas for {key} step(s) must list {key} noise levels, got {levels!r}")
+        for v in levels:
+            checks.number(v, f"sample.sigmas[{key}]", 0, m.sigma_max, lo_open=True)
+        if any(b > a for a, b in zip(levels, levels[1:])):
+            raise UserError(f"sample.sigmas[{key}] must never rise, got {levels}")
+    modality = get_modality(cfg.modality)
+    hook = getattr(modality, "validate_config", None)
+    if hook is not None:
+        hook(cfg)  # data and codec ranges, in the modality's terms
+    check_network_size(cfg)
+
+
+def check_network_size(cfg: RunConfig) -> int:
+    """The backbone's parameter count, found without allocating it; above checks.MAX_PARAMETERS is an error."""
+    modality = get_modality(cfg.modality)
+    codec = modality.build_codec(cfg)
+    count = count_backbone_parameters(cfg.backbone, modality.backbone_presets, codec.dims, codec.channels)
+    if count > checks.MAX_PARAMETERS:
+        raise UserError(f"the backbone config describes {count:,} parameters, above the limit of "
+                        f"{checks.MAX_PARAMETERS:,} (lower backbone.channels or the number of blocks)")
+    return count
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -45,6 +45,23 @@ def all_reduce_(t: torch.Tensor, op: str = "sum", d: Dist | None = None) -> torc
     return t
 
 
+def average_gradients(params, d: Dist | None = None) -> None:
+    """Average the gradients of `params` over the processes (what DDP's hooks do), where DDP did not: parameters
+    outside the DDP module, or a loss computed on the unwrapped module (a JVP)."""
+    if d is None or not d.enabled:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1).float() for g in grads])  # one reduction instead of one per tensor
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= d.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

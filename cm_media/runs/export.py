@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from cm_media.errors import UserError
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.config import apply_overrides, config_from_dict
 from cm_media.runs.loader import load_codec_state, resolve_source
 from cm_media.runs.model import build_model
-from cm_media.runs.config import apply_overrides, config_from_dict
-from cm_media.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 

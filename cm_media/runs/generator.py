@@ -12,11 +12,20 @@ from typing import Any
 
 import torch
 
-from cm_media.conditions import GUIDANCE, Condition, null_like, request_tensors
+from cm_media.conditions import GUIDANCE, INTERVAL, Condition, null_like, request_tensors
 from cm_media.errors import UserError
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import (
-    default_step_sigmas, edm_euler, edm_heun, edm_sigmas, masked_multistep, multistep, onestep, slerp,
+    default_step_sigmas,
+    edm_euler,
+    edm_heun,
+    edm_sigmas,
+    masked_multistep,
+    meanflow_sample,
+    meanflow_times,
+    multistep,
+    onestep,
+    slerp,
 )
 from cm_media.runs.config import RunConfig
 from cm_media.runs.loader import load_run, resolve_source
@@ -79,7 +88,8 @@ class Generator:
 
     @property
     def is_consistency(self) -> bool:
-        return self.model.kind == "consistency"
+        """A few-step model (consistency, TrigFlow or MeanFlow), not an EDM diffusion model."""
+        return self.model.kind != "edm"
 
     @property
     def guided_student(self) -> bool:
@@ -88,12 +98,14 @@ class Generator:
 
     def condition_spec(self) -> dict[str, list | str]:
         """What this model can be asked for: {condition name: class names or a kind of value}."""
-        return {c.name: c.describe() for c in self.conditions if c.name != GUIDANCE}
+        return {c.name: c.describe() for c in self.conditions if c.name not in (GUIDANCE, INTERVAL)}
 
     def cond_tensors(self, cond: dict | None, n: int) -> dict[str, torch.Tensor]:
         """A request {name: value or values} for n samples -> tensors (lists cycle over the samples)."""
         if cond and GUIDANCE in cond:
             raise UserError(f"{GUIDANCE!r} is set with --cfg-scale, not as a condition")
+        if cond and INTERVAL in cond:
+            raise UserError(f"{INTERVAL!r} is the MeanFlow network's second time, set by the sampler")
         return request_tensors(self.conditions, cond, n)
 
     def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
@@ -125,6 +137,8 @@ class Generator:
         """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model.
         `cond` holds tensors for this batch (see cond_tensors)."""
         m = self.cfg.method
+        if self.model.kind == "meanflow":
+            return self.sample_meanflow(noise, steps, bf16, cond, cfg_scale)
         f = self.conditioned(self.net(bf16), cond or {}, cfg_scale)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
             if self.is_consistency:
@@ -134,6 +148,21 @@ class Generator:
                 return multistep(f, noise, sigmas, m.sigma_min, generator)
             solver = edm_euler if self.cfg.sample.sampler == "euler" else edm_heun
             return solver(f, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
+
+    def sample_meanflow(self, noise: torch.Tensor, steps: int, bf16: bool = False, cond: dict | None = None,
+                        cfg_scale: float | None = None) -> torch.Tensor:
+        """MeanFlow: z_r = z_t - (t - r) u(z_t, r, t) from t = 1 to 0 in `steps` jumps (uniform, or at the config's
+        sample.sigmas converted to flow times), one evaluation each; guidance as for any conditional model."""
+        net = self.net(bf16)
+
+        def u_as_denoiser(z, rt, c=None):  # (r, t) travel as one [B, 2] "noise level" through conditioned()
+            return net.average_velocity(z, rt[:, 0], rt[:, 1], c)
+
+        u = self.conditioned(u_as_denoiser, cond or {}, cfg_scale)
+        custom = self.cfg.sample.sigmas.get(steps, self.cfg.sample.sigmas.get(str(steps)))
+        times = meanflow_times(steps, None if custom is None else self.step_sigmas(steps))
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return meanflow_sample(lambda z, r, t: u(z, torch.stack([r, t], dim=1)), noise, times)
 
     def generate(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,

@@ -1,4 +1,5 @@
-"""Build the network of a run: modality codec -> backbone -> EDM or consistency preconditioning."""
+"""Build the network of a run: modality codec -> backbone -> the method's preconditioning (EDM, consistency,
+TrigFlow or MeanFlow)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 
 from cm_media.conditions import Condition, conditions_from_spec
 from cm_media.errors import UserError
-from cm_media.math.parameterization import Preconditioned
+from cm_media.math.parameterization import precondition
 from cm_media.methods import method_kind
 from cm_media.nn import build_backbone
 from cm_media.registry import get_modality
@@ -18,7 +19,7 @@ def build_model(cfg: RunConfig):
     modality = get_modality(cfg.modality)
     codec = modality.build_codec(cfg)
     backbone = build_backbone(cfg.backbone, modality.backbone_presets, codec.dims, codec.channels)
-    model = Preconditioned(
+    model = precondition(
         backbone, method_kind(cfg.method.name), sigma_data=cfg.method.sigma_data, sigma_min=cfg.method.sigma_min
     )
     return modality, codec, model

@@ -166,13 +166,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         codec.to(device).eval().requires_grad_(False)
     encode_in_loop = getattr(dataset, "encoded", True) is False  # media batches, encoded on the device below
     model.to(device).train()
-    teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].needs_teacher else None
+    teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].wants_teacher(cfg.method) else None
     method = build_method(cfg.method, model, tc.steps, teacher, conditions)  # CD / ECT start from the teacher
     method.rank, method.world = dd.rank, dd.world
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     for module in method.state_modules().values():
         module.to(device)
-    opt = make_optimizer(model.parameters(), tc)
+    opt = make_optimizer([*model.parameters(), *method.trainable_parameters()], tc)  # + sCM's adaptive weight
     start, bad_steps = 0, 0
     if resume and existing is not None:
         tensors, meta = ckpt.load_checkpoint(existing)
@@ -237,6 +237,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                         )
                 else:
                     loss.backward()
+                    if dd.enabled:  # what DDP's hooks did not reduce: the method's networks, a JVP's unwrapped model
+                        distributed.average_gradients(
+                            [*(model.parameters() if method.bypasses_ddp else ()), *method.trainable_parameters()], dd)
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                     opt.step()
                     update_ema(ema, model, ema_warmup_decay(tc.ema_decay, step))

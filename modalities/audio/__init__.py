@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar
 
+from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality
 
 from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
-from .codec import peak_limit, save_clips
+from .codec import ClipWriter
 from .datasets import AudioDataConfig, build_dataset
 from .edit import read_recording, time_mask
 from .presets import PRESETS
@@ -44,30 +46,63 @@ class AudioModality(Modality):
 
     def num_samples(self, cfg, seconds: float | None = None) -> int:
         """Waveform samples of a clip of `seconds` (default: the training crop length)."""
-        seconds = cfg.data.seconds if seconds is None else float(seconds)
-        if not seconds > 0:
-            raise UserError(f"--seconds must be > 0, got {seconds}")
+        seconds = cfg.data.seconds if seconds is None else checks.number(seconds, "--seconds", 0, lo_open=True)
         return max(1, round(seconds * cfg.codec.sample_rate))
 
-    def sample_shape(self, cfg, codec, seconds=None, **options):
-        frames = codec.frames(self.num_samples(cfg, seconds))
+    def max_seconds(self, cfg, codec) -> float:
+        """The longest clip one sample may be: checks.MAX_SAMPLE_ELEMENTS model values."""
+        one = self._shape(cfg, codec, 1)
+        per_frame = math.prod(one[:-1])
+        return codec.samples(checks.MAX_SAMPLE_ELEMENTS // per_frame) / cfg.codec.sample_rate
+
+    def _shape(self, cfg, codec, samples: int) -> tuple[int, ...]:
+        frames = codec.frames(samples)
         if cfg.codec.representation == "waveform":
             return (codec.channels, frames)
         bins = codec.bins if cfg.codec.representation == "stft" else cfg.codec.n_mels
         return (codec.channels, bins, frames)
 
+    def sample_shape(self, cfg, codec, seconds=None, **options):
+        if seconds is not None:
+            limit = self.max_seconds(cfg, codec)
+            seconds = checks.number(seconds, "--seconds", 0, lo_open=True)
+            if seconds > limit:
+                raise UserError(f"--seconds {seconds:g} is too long: this model makes clips of at most {limit:.1f} s "
+                                f"({checks.MAX_SAMPLE_ELEMENTS:,} model values per clip)")
+        return self._shape(cfg, codec, self.num_samples(cfg, seconds))
+
     def save(self, media, path, cfg, seconds=None, audio_format=None, peak=None, **options):
         """Write [B, C, T] waveforms as wav/flac (by suffix; a folder when there is none), cut to --seconds if given."""
-        path = Path(path)
-        if path.suffix.lower() not in ("", ".wav", ".flac"):
-            raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
+        with self.open_writer(path, cfg, media.shape[0], seconds=seconds, audio_format=audio_format,
+                              peak=peak) as writer:
+            writer.add(media)
+            return writer.close()
+
+    def open_writer(self, path, cfg, total, seconds=None, audio_format=None, peak=None, **options):
+        """Clips written batch by batch: one file, numbered siblings `x_000.wav ...`, or a folder of them."""
         if peak is not None:
-            if not 0 < peak <= 1:
-                raise UserError(f"--peak must be in (0, 1], got {peak}")
-            media = media / media.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-9) * peak
-        media = peak_limit(media)
+            checks.number(peak, "--peak", 0, 1, lo_open=True)
         length = None if seconds is None else self.num_samples(cfg, seconds)  # STFT/mel decode to whole hops
-        return save_clips(media, path, cfg.codec.sample_rate, audio_format or "pcm16", length)
+        return ClipWriter(Path(path), total, cfg.codec.sample_rate, audio_format or "pcm16", length, peak, limit=True)
+
+    def validate_config(self, cfg):
+        d, c = cfg.data, cfg.codec
+        checks.number(d.seconds, "data.seconds", 0, 3600, lo_open=True)
+        checks.number(d.holdout, "data.holdout", 0, 1, hi_open=True)
+        for key in ("midi_low", "midi_high"):
+            if hasattr(d, key):
+                checks.integer(getattr(d, key), f"data.{key}", 0, 127)
+        if hasattr(d, "tones"):
+            checks.integer(d.tones, "data.tones", 1, 10**7)
+        checks.integer(c.sample_rate, "codec.sample_rate", 1000, 384_000)
+        checks.integer(c.channels, "codec.channels", 1, 16)
+        checks.number(c.peak, "codec.peak", 0, 1, lo_open=True)
+        checks.number(c.wave_scale, "codec.wave_scale", 0, lo_open=True)
+        checks.number(c.spec_scale, "codec.spec_scale", 0, lo_open=True)
+        checks.number(c.mel_floor, "codec.mel_floor", 0, lo_open=True)
+        checks.integer(c.n_fft, "codec.n_fft", 4, 65_536)
+        checks.integer(c.n_mels, "codec.n_mels", 1, 1024)
+        checks.integer(c.griffin_lim_iters, "codec.griffin_lim_iters", 1, 10_000)
 
     def read(self, path, cfg, codec):
         return read_recording(Path(path), cfg)  # [1, C, T]

@@ -14,7 +14,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from cm_media import files
 from cm_media.errors import UserError
+from cm_media.modality import MediaWriter
 
 # suffixes the folder dataset looks at; soundfile (libsndfile >= 1.1) decodes all of them
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
@@ -134,28 +136,66 @@ def write_audio(wav: torch.Tensor, path: Path, sample_rate: int, fmt: str = "pcm
         raise UserError(f"--audio-format {fmt} is not available for {suffix} (wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
     # PCM full scale is 1 - 2^-15 on the positive side: stay just under it so nothing wraps or clips
     data = peak_limit(wav.detach().float().cpu(), 1.0 - 2.0**-15).numpy().T  # [T, C]
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), data, sample_rate, subtype=subtype)
     except (RuntimeError, sf.LibsndfileError, OSError) as exc:
-        raise UserError(f"cannot write audio file {path}: {exc}") from None
+        raise UserError(f"cannot write audio file {path}: {str(exc).splitlines()[0]}") from None
     return path
+
+
+class ClipWriter(MediaWriter):
+    """`total` clips [B, C, T] arriving in batches: `x.wav` for one clip, `x_000.wav ...` for several (the width
+    from `total`), or numbered files in a folder when `path` has no suffix; each batch is written as it comes.
+    `length` crops each clip to that many samples; `peak` scales each clip to that peak first, `limit` scales
+    down clips that would clip."""
+
+    def __init__(self, path: Path, total: int, sample_rate: int, fmt: str = "pcm16", length: int | None = None,
+                 peak: float | None = None, limit: bool = False):
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in ("", ".wav", ".flac"):
+            raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
+        if WRITE_SUBTYPES.get((suffix or ".wav", fmt)) is None:
+            raise UserError(f"--audio-format {fmt} is not available for {suffix or '.wav'} "
+                            "(wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
+        self.path, self.total, self.rate, self.fmt, self.length = path, total, sample_rate, fmt, length
+        self.peak, self.limit = peak, limit
+        self.index, self.paths = 0, []
+        if suffix == "":
+            files.output_folder(path)
+        elif total == 1:
+            files.output_file(path)
+        else:
+            files.output_folder(path.parent if str(path.parent) else Path("."))
+        self.width = max(3, int(math.log10(total - 1)) + 1) if total > 1 else 3
+
+    def _name(self, i: int) -> Path:
+        if self.path.suffix == "":
+            return self.path / f"{i:03d}.wav"
+        if self.total == 1:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}_{i:0{self.width}d}{self.path.suffix}")
+
+    def add(self, media):
+        if self.peak is not None:
+            media = media / media.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-9) * self.peak
+        if self.limit:
+            media = peak_limit(media)
+        if self.length is not None:
+            media = media[..., : self.length]
+        for clip in media:
+            self.paths.append(write_audio(clip, self._name(self.index), self.rate, self.fmt))
+            self.index += 1
+
+    def close(self):
+        return self.paths
 
 
 def save_clips(media: torch.Tensor, path: Path, sample_rate: int, fmt: str = "pcm16",
                length: int | None = None) -> list[Path]:
     """Write [B, C, T] clips: `x.wav` for one clip, `x_000.wav ...` for several, or numbered files in a folder
     when `path` has no suffix. `length` crops each clip to that many samples."""
-    path = Path(path)
-    if path.suffix.lower() not in ("", ".wav", ".flac"):
-        raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
-    if length is not None:
-        media = media[..., :length]
-    if path.suffix == "":
-        names = [path / f"{i:03d}.wav" for i in range(media.shape[0])]
-    elif media.shape[0] == 1:
-        names = [path]
-    else:
-        width = max(3, int(math.log10(media.shape[0] - 1)) + 1)
-        names = [path.with_name(f"{path.stem}_{i:0{width}d}{path.suffix}") for i in range(media.shape[0])]
-    return [write_audio(clip, name, sample_rate, fmt) for clip, name in zip(media, names)]
+    with ClipWriter(path, media.shape[0], sample_rate, fmt, length) as writer:
+        writer.add(media)
+        return writer.close()

@@ -23,7 +23,7 @@ def analysis_sizes(sample_rate: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=8)
 def _transforms(sample_rate: int):
-    import torchaudio  # noqa: PLC0415
+    import torchaudio
 
     n_fft, hop = analysis_sizes(sample_rate)
     melkw = {"n_fft": n_fft, "hop_length": hop, "n_mels": N_MELS, "f_min": 0.0, "f_max": sample_rate / 2,
@@ -40,7 +40,7 @@ def _mean_std(x: torch.Tensor) -> torch.Tensor:
 
 def spectral_descriptors(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mean and std over frames of centroid, bandwidth, roll-off (as shares of Nyquist), flatness, ZCR, RMS: [B, 12]."""
-    import librosa  # noqa: PLC0415
+    import librosa
 
     n_fft, hop = analysis_sizes(sample_rate)
     nyq = sample_rate / 2

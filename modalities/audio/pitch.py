@@ -25,7 +25,7 @@ class PitchReport:
 def clip_pitch(wave: np.ndarray | torch.Tensor, sample_rate: int, min_voiced: float = 0.6,
                max_spread: float = 0.5, floor_db: float = -20.0) -> PitchReport:
     """pYIN on a mono clip [T] (channels are averaged for [C, T]); audible = frame RMS within `floor_db` of the peak."""
-    import librosa  # noqa: PLC0415
+    import librosa
 
     y = torch.as_tensor(wave, dtype=torch.float32)
     if y.ndim == 2:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from cm_media import checks
+from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality, html_image
 
 from .codec import ImageCodec, ImageCodecConfig
 from .datasets import ImageDataConfig, build_dataset
-from .io import save_images
+from .io import ImageWriter
 from .masks import image_mask
 from .presets import PRESETS
 
@@ -35,9 +37,24 @@ class ImageModality(Modality):
         return (codec.channels, cfg.codec.size, cfg.codec.size)
 
     def save(self, media, path, cfg, separate=False, **options):
+        with self.open_writer(path, cfg, media.shape[0], separate=separate) as writer:
+            writer.add(media)
+            return writer.close()
+
+    def open_writer(self, path, cfg, total, separate=False, **options):
+        """A grid PNG (streamed row by row; no suffix: .png), another image format's grid, or with `separate`
+        numbered PNGs in a folder named after `path`."""
+        path = Path(path)
         if separate:
-            return save_images(media, Path(path).with_suffix(""), grid=False)
-        return save_images(media, Path(path) if Path(path).suffix else Path(path).with_suffix(".png"), grid=True)
+            return ImageWriter(path.with_suffix(""), total, False, (cfg.codec.size,) * 2, cfg.codec.channels)
+        return ImageWriter(path if path.suffix else path.with_suffix(".png"), total, True, (cfg.codec.size,) * 2,
+                           cfg.codec.channels)
+
+    def validate_config(self, cfg):
+        checks.number(cfg.data.holdout, "data.holdout", 0, 1, hi_open=True)
+        checks.integer(cfg.codec.size, "codec.size", 1, 4096)
+        if cfg.codec.channels not in (1, 3):
+            raise UserError(f"codec.channels must be 1 or 3, got {cfg.codec.channels}")
 
     def read(self, path, cfg, codec):
         return codec.read(Path(path))[None]  # [1, C, H, W]

@@ -49,7 +49,7 @@ def split(n: int, holdout: float, part: str) -> slice:
 
 def digits_pixels() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1797 handwritten 8x8 digits as pixels [N, 1, 8, 8] in [0, 1] and labels [N]."""
-    from sklearn.datasets import load_digits  # noqa: PLC0415
+    from sklearn.datasets import load_digits
 
     d = load_digits()
     pixels = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .datasets import digits_pixels, split
+
 WEIGHTS = Path(__file__).with_name("feature_net.safetensors")
 COMMAND = "python -m modalities.image.feature_net"
 EMBED_DIM = 64
@@ -46,7 +48,7 @@ def load_feature_net() -> DigitsNet | None:
     """The shipped network in eval mode, or None when the weights file is missing."""
     if not WEIGHTS.is_file():
         return None
-    from safetensors.torch import load_file  # noqa: PLC0415
+    from safetensors.torch import load_file
 
     net = DigitsNet()
     net.load_state_dict(load_file(str(WEIGHTS)))
@@ -55,8 +57,6 @@ def load_feature_net() -> DigitsNet | None:
 
 def train_feature_net(epochs: int = 40, seed: int = 0, holdout: float = 0.1) -> tuple[DigitsNet, float]:
     """Train on the digits train split with light shift augmentation; returns (net, eval-split accuracy)."""
-    from .datasets import digits_pixels, split  # noqa: PLC0415
-
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # a net this small trains fastest single-threaded, and it stays deterministic
     pixels, labels = digits_pixels()  # [N, 1, 8, 8]
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(WEIGHTS))
     args = p.parse_args(argv)
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save_file
 
     net, acc = train_feature_net(args.epochs, args.seed)
     meta = {"command": COMMAND + (f" --epochs {args.epochs}" if args.epochs != 40 else "")

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .feature_net import load_feature_net
+
 GRID = 8  # pixels are compared at GRID x GRID
 GRAD_GRID = 4  # gradient energy is pooled to GRAD_GRID x GRAD_GRID
 ORIENT_BINS = 8
@@ -70,8 +72,6 @@ def learned_features(media: torch.Tensor, cfg=None) -> torch.Tensor | None:
     """
     if cfg is not None and getattr(getattr(cfg, "data", None), "dataset", None) != "digits":
         return None
-    from .feature_net import load_feature_net  # noqa: PLC0415
-
     net = load_feature_net()
     if net is None:
         return None

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from cm_media.runs.config import config_from_dict
 from cm_media.errors import UserError
+from cm_media.runs.config import config_from_dict
 from modalities.audio import MODALITY
 from modalities.audio.datasets import ToneDataset, make_tones, midi_to_hz, synth_tones, tone_params
 

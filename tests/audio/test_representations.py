@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from cm_media.runs.config import config_from_dict
 from cm_media.errors import UserError
+from cm_media.runs.config import config_from_dict
 from modalities.audio import MODALITY
 from modalities.audio.representations import AudioCodecConfig, STFTCodec, build_codec
 

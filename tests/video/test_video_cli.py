@@ -6,8 +6,8 @@ import av
 import pytest
 
 from cm_media.cli import main
-from cm_media.runs.config import load_config
 from cm_media.registry import get_modality
+from cm_media.runs.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "video" / "moving_digits_ict.yaml"
 

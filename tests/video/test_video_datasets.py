@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from cm_media.runs.config import load_config
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
+from cm_media.runs.config import load_config
 from modalities.video.codec import write_video
 
 

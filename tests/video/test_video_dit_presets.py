@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from cm_media.runs.config import load_config
-from cm_media.runs.model import build_model
 from cm_media.nn import build_backbone
 from cm_media.nn.transformer import DiT
+from cm_media.runs.config import load_config
+from cm_media.runs.model import build_model
 from modalities.video.presets import PRESETS
 
 
