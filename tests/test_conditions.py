@@ -171,3 +171,26 @@ def test_method_sections_are_each_methods_own_dataclass(digits_config):
         load_config(digits_config, ["method.bogus=1"])
     with pytest.raises(UserError, match="method.cfg_scale must be"):
         load_config(digits_config, ["method.name=cd", "method.teacher=x", "method.cfg_scale=[3, 1]"])
+
+
+def test_conditional_configs_label_their_data(repo_root):
+    """digits by class, moving digits by digit1/digit2 (null where a clip shows one digit), tones by pitch."""
+    from pathlib import Path
+
+    from cm_media.registry import get_modality
+
+    cases = {"video/moving_digits_cond_ict.yaml": ["data.clips=20"], "audio/tones_pitch_ict.yaml": ["data.tones=16"],
+             "image/digits_class_ict.yaml": []}
+    for name, extra in cases.items():
+        cfg = load_config(Path(repo_root) / "configs" / name, extra)
+        modality = get_modality(cfg.modality)
+        ds = modality.build_dataset(cfg, modality.build_codec(cfg), "train")
+        cond = ds.get_cond(torch.arange(len(ds)))
+        assert [c.name for c in ds.conditions] == list(cfg.data.cond) == list(cond)
+        for c in ds.conditions:
+            assert cond[c.name].shape == (len(ds),) and 0 <= cond[c.name].min() and cond[c.name].max() <= len(c.classes)
+        if cfg.modality == "video":  # the second digit is "no condition" exactly where a clip shows one digit
+            one = cond["digit2"] == 10
+            assert one.any() and (~one).any() and (cond["digit1"] < 10).all()
+        if cfg.modality == "audio":  # pitch class index = MIDI number - midi_low, the note's own pitch
+            assert torch.equal(cond["pitch"] + cfg.data.midi_low, ds.labels.long())
