@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar
 
+from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality, html_image
 
-from .codec import WRITE_SUFFIXES, VideoCodec, VideoCodecConfig
+from .codec import VideoCodec, VideoCodecConfig, frame_size, probe
 from .datasets import VideoDataConfig, build_dataset
-from .edit import crossfade_fill, frame_mask
-from .io import save_frame_grid, write_clips
+from .edit import crossfade_fill, frame_mask, runs_of
+from .io import ClipsWriter
 from .presets import PRESETS
+
+MAX_EDIT_FRAMES = 256  # longest clip `cm-media edit video` takes (the whole clip is one model input)
 
 
 class VideoModality(Modality):
@@ -41,53 +45,71 @@ class VideoModality(Modality):
     def build_dataset(self, cfg, codec, split="train"):
         return build_dataset(cfg, codec, split)
 
+    def max_frames(self, cfg, codec) -> int:
+        """The longest clip one sample may be: checks.MAX_SAMPLE_ELEMENTS model values."""
+        return max(1, checks.MAX_SAMPLE_ELEMENTS // (codec.channels * math.prod(codec.size)))
+
     def sample_shape(self, cfg, codec, frames=None, seconds=None, fps=None, **options):
         """(C, T, H, W): T from --frames, else --seconds times the fps, else the training clip length."""
+        limit = self.max_frames(cfg, codec)
         if frames is None and seconds is not None:
-            if seconds <= 0:
-                raise UserError(f"--seconds must be > 0, got {seconds}")
-            frames = max(1, round(seconds * (fps or cfg.codec.fps)))
-        frames = cfg.codec.frames if frames is None else frames
-        if frames < 1:
-            raise UserError(f"--frames must be >= 1, got {frames}")
+            seconds = checks.number(seconds, "--seconds", 0, lo_open=True)
+            rate = cfg.codec.fps if fps is None else checks.number(fps, "--fps", 0, lo_open=True)
+            if seconds * rate > limit:
+                raise UserError(f"--seconds {seconds:g} at {rate:g} fps is {seconds * rate:.0f} frames; this model "
+                                f"makes clips of at most {limit} frames ({checks.MAX_SAMPLE_ELEMENTS:,} model values)")
+            frames = max(1, round(seconds * rate))
+        frames = cfg.codec.frames if frames is None else checks.integer(frames, "--frames", 1)
+        if frames > limit:
+            raise UserError(f"--frames {frames} is too long: this model makes clips of at most {limit} frames "
+                            f"({checks.MAX_SAMPLE_ELEMENTS:,} model values per clip)")
         return (codec.channels, frames, *codec.size)
 
     def save(self, media, path, cfg, fps=None, scale=None, separate=False, **options):
         """Write clips [B, C, T, H, W] in [0, 1] by the suffix of `path`.
 
         .mp4/.m4v/.mov/.mkv (H.264 yuv420p), .webm (VP9) or .gif: one video, holding every clip side by side in
-        a grid when B > 1 (with `separate`: numbered files 0000.mp4, ... in a folder named after `path`), plus
-        `<stem>_frames.png`, a frame grid (a row per clip, a column per frame) for a quick look.
-        .png: only the frame grid. No suffix: .mp4. Returns the written paths, the video(s) first.
+        a grid when B > 1 (at most 64 clips; with `separate`: numbered files 0000.mp4, ... in a folder named
+        after `path`), plus `<stem>_frames.png`, a frame grid (a row per clip, a column per frame, the first 64
+        clips) for a quick look. .png: only the frame grid. No suffix: .mp4. Returns the written paths, the
+        video(s) first.
         """
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(self.default_suffix)
+        with self.open_writer(path, cfg, media.shape[0], fps=fps, scale=scale, separate=separate) as writer:
+            writer.add(media)
+            return writer.close()
+
+    def open_writer(self, path, cfg, total, fps=None, scale=None, separate=False, **options):
         fps = cfg.codec.fps if fps is None else fps
-        if fps <= 0:
-            raise UserError(f"--fps must be > 0, got {fps}")
-        if scale is not None and scale < 1:
-            raise UserError(f"--scale must be >= 1, got {scale}")
-        suffix = path.suffix.lower()
-        if suffix == ".png":
-            return [save_frame_grid(media, path)]
-        if suffix not in WRITE_SUFFIXES:
-            raise UserError(f"cannot write {path}: use one of {', '.join(sorted(WRITE_SUFFIXES | {'.png'}))}")
-        if separate:
-            folder = path.with_suffix("")
-            out = [write_clips(clip[None], folder / f"{i:04d}{suffix}", fps, scale) for i, clip in enumerate(media)]
-        else:
-            out = [write_clips(media, path, fps, scale)]
-        return out + [save_frame_grid(media, path.with_name(f"{path.stem}_frames.png"))]
+        return ClipsWriter(Path(path), total, fps, scale, separate, frame_size(cfg.codec.size))
 
     def read(self, path, cfg, codec):
-        return codec.read(path)[None]  # [1, C, T, H, W]: the first clip length of the file
+        """The whole file at the model's frame rate [1, C, T, H, W] (at least the training clip length: a shorter
+        file holds its last frame), up to MAX_EDIT_FRAMES frames."""
+        info = probe(path)
+        frames = round(info.duration * cfg.codec.fps) if info.duration > 0 else cfg.codec.frames
+        if frames > MAX_EDIT_FRAMES:
+            raise UserError(f"video {path} is {info.duration:.1f} s, {frames} frames at {cfg.codec.fps:g} fps; edit "
+                            f"takes clips of at most {MAX_EDIT_FRAMES} frames: cut out the part to edit first")
+        return codec.read(path, frames=max(frames, cfg.codec.frames))[None]
+
+    def validate_config(self, cfg):
+        d, c = cfg.data, cfg.codec
+        checks.number(d.holdout, "data.holdout", 0, 1, hi_open=True)
+        checks.integer(c.frames, "codec.frames", 1, 4096)
+        checks.number(c.fps, "codec.fps", 0.01, 1000)
+        h, w = frame_size(c.size)
+        if max(h, w) > 4096:
+            raise UserError(f"codec.size must be at most 4096 pixels per side, got {c.size}")
+        if hasattr(d, "clip_hop"):
+            checks.number(d.clip_hop, "data.clip_hop", 0, lo_open=True)
+        if hasattr(d, "cache_clips"):
+            checks.integer(d.cache_clips, "data.cache_clips", 0)
 
     def edit_mask(self, spec, model_shape, cfg):
         return frame_mask(spec, model_shape)
 
     def edit_guess(self, media, mask, cfg):
-        return crossfade_fill(media, mask[0, 0, :, 0, 0].nonzero().flatten().tolist())  # frames to regenerate
+        return crossfade_fill(media, runs_of(mask[0, 0, :, 0, 0]))  # the runs of frames to regenerate
 
     def demo_request(self, cfg):
         return DemoRequest(4, "video.mp4", save={"separate": True})  # video/0000.mp4, ... and video_frames.png
