@@ -206,7 +206,7 @@ def cmd_generate(args, dests) -> int:
     suffix = gen.modality.default_suffix
     out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{suffix}"
     paths = gen.save(media, out, **options)
-    steps = args.steps or gen.cfg.sample.steps
+    steps = gen.options(steps=args.steps).steps
     print(f"generated {n} sample(s) with {steps} step(s) in {elapsed:.2f} s -> {paths[0]}"
           + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
     return 0

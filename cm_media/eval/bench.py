@@ -248,8 +248,8 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
     """Speed and quality of one (model, sampler, steps) configuration as a flat record."""
     gen = entry.gen
     dev = gen.device
-    batch = opts.batch or gen.cfg.sample.batch_size
-    bf16 = gen.cfg.sample.bf16 if opts.bf16 is None else opts.bf16
+    resolved = gen.options(bf16=opts.bf16, batch_size=opts.batch)  # the run's sample defaults where opts say None
+    batch, bf16 = resolved.batch_size, resolved.bf16
     shape = gen.modality.sample_shape(gen.cfg, gen.codec, **opts.shape_options)  # timed shape; quality: default
     g = torch.Generator().manual_seed(opts.seed)
     noise = torch.randn((batch, *shape), generator=g).to(dev)  # [B, C, *axes]
