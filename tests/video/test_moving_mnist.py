@@ -10,6 +10,15 @@ if mm.find_debian_file(mm.DIGITS_PACKAGE, ["digits.png", "digits.png.gz"], mm.DI
     pytest.skip("Debian package opencv-doc is not installed", allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: two spin-waiting threads on a busy 2-core machine make these small ops 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def train():
     return mm.MovingMNIST("train", num_clips=200, seed=0)
