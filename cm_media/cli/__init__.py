@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
+from cm_media import checks
 from cm_media.errors import UserError
 
 
@@ -177,12 +179,45 @@ def cmd_train(args) -> int:
         print(f"stopped before step {cfg.train.steps}; last checkpoint: {last}. Continue with the same command and --resume")
         return 130
     print(f"trained {cfg.train.steps} steps in {time.perf_counter() - t0:.1f} s; checkpoint: {last}")
+    if cfg.train.samples == 0:  # train.samples: 0 writes no sample files
+        return 0
     gen = _load(out)
     for steps in (1, 2):
-        media = gen.generate(cfg.train.samples, steps=steps, seed=cfg.train.seed)
-        paths = gen.save(media, out / "samples" / f"samples_{steps}step{gen.modality.default_suffix}")
+        paths = _write(gen, gen.generate_batches(cfg.train.samples, steps=steps, seed=cfg.train.seed),
+                       out / "samples" / f"samples_{steps}step{gen.modality.default_suffix}", cfg.train.samples, {})
         print(f"{steps}-step samples: {paths[0]}" + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
     return 0
+
+
+def _write(gen, batches, out: Path, n: int, options: dict) -> list[Path]:
+    """Stream decoded batches into the modality's writer for `out` (opened, so checked, before the first batch)."""
+    with gen.open_writer(out, n, **options) as writer:
+        for media in batches:
+            writer.add(media)
+        return writer.close()
+
+
+def _option_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_generate_args(args, dests) -> None:
+    """The values of `generate`, checked before the model is loaded (ranges that need the model come later)."""
+    if args.n is not None:
+        checks.count(args.n)
+    checks.seed(args.seed)
+    if args.steps is not None:
+        checks.steps(args.steps)
+    if args.batch_size is not None:
+        checks.batch_size(args.batch_size)
+    if args.cfg_scale is not None:
+        checks.number(args.cfg_scale, "--cfg-scale", 0)
+    for dest in dests:  # the modalities' options (--seconds, --frames, --fps, --scale, --peak, ...)
+        value = getattr(args, dest)
+        if isinstance(value, float):
+            checks.number(value, _option_name(dest), 0, lo_open=True)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            checks.integer(value, _option_name(dest), 1)
 
 
 def _load(source, device="auto"):
@@ -192,20 +227,23 @@ def _load(source, device="auto"):
 
 
 def cmd_generate(args, dests) -> int:
-    gen = _load(args.source, args.device)
+    """Samples are written batch by batch as they are made: memory does not grow with -n."""
     options = {d: getattr(args, d) for d in dests if getattr(args, d) is not None}
-    n = args.n or 16
+    n = 16 if args.n is None else args.n
+    _check_generate_args(args, dests)
+    gen = _load(args.source, args.device)
+    out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{gen.modality.default_suffix}"
     t0 = time.perf_counter()
     if args.interpolate:
-        media = gen.interpolate(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
-                                cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale, **options)
+        batches = gen.interpolate_batches(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
+                                          cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale,
+                                          batch_size=args.batch_size, **options)
     else:
-        media = gen.generate(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, bf16=args.bf16,
-                             cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale, **options)
+        batches = gen.generate_batches(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                       bf16=args.bf16, cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale,
+                                       **options)
+    paths = _write(gen, batches, out, n, options)  # the writer checks `out` before the first batch is made
     elapsed = time.perf_counter() - t0
-    suffix = gen.modality.default_suffix
-    out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{suffix}"
-    paths = gen.save(media, out, **options)
     steps = gen.options(steps=args.steps).steps
     print(f"generated {n} sample(s) with {steps} step(s) in {elapsed:.2f} s -> {paths[0]}"
           + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))
@@ -213,23 +251,34 @@ def cmd_generate(args, dests) -> int:
 
 
 def _parse_sigmas(text: str | None) -> list[float] | None:
-    """--sigmas '3,3,2,1' -> [3.0, 3.0, 2.0, 1.0]: positive noise levels, none rising."""
+    """--sigmas '3,3,2,1' -> [3.0, 3.0, 2.0, 1.0]: finite positive noise levels, none rising."""
     if text is None:
         return None
     try:
         sigmas = [float(v) for v in text.split(",")]
     except ValueError:
         raise UserError(f"--sigmas takes comma-separated noise levels like 3,2,1,0.5; got {text!r}") from None
-    if not sigmas or min(sigmas) <= 0 or any(b > a for a, b in zip(sigmas, sigmas[1:])):
-        raise UserError(f"--sigmas must be positive noise levels that never rise, got {text!r}")
+    if len(sigmas) > checks.MAX_STEPS:
+        raise UserError(f"--sigmas lists {len(sigmas)} noise levels; at most {checks.MAX_STEPS}")
+    if not sigmas or not all(math.isfinite(v) and v > 0 for v in sigmas) or any(b > a for a, b in zip(sigmas, sigmas[1:])):
+        raise UserError(f"--sigmas must be finite positive noise levels that never rise, got {text!r}")
     return sigmas
 
 
 def cmd_edit(args) -> int:
-    gen = _load(args.source, args.device)
     path = Path(args.input)
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
+    checks.seed(args.seed)
+    if args.steps is not None:
+        checks.steps(args.steps)
+    checks.number(args.guidance, "--guidance", 0, 1e6)
+    if args.from_guess is not None:
+        checks.number(args.from_guess, "--from-guess", 0)
+    if args.cfg_scale is not None:
+        checks.number(args.cfg_scale, "--cfg-scale", 0)
+    gen = _load(args.source, args.device)
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
     try:
         media = gen.modality.read(path, gen.cfg, gen.codec)  # [1, ...]
     except NotImplementedError as exc:
@@ -237,8 +286,9 @@ def cmd_edit(args) -> int:
     shape = tuple(gen.codec.encode(media).shape)
     mask = gen.modality.edit_mask(args.mask, shape, gen.cfg)
     init, sigmas = None, _parse_sigmas(args.sigmas)
-    if args.guidance < 0:
-        raise UserError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.from_guess is not None and args.from_guess > gen.cfg.method.sigma_max:
+        raise UserError(f"--from-guess {args.from_guess:g} is above the model's highest noise level "
+                        f"{gen.cfg.method.sigma_max:g}")
     if args.from_guess is not None:
         if args.from_guess and sigmas:
             raise UserError("--from-guess SIGMA and --sigmas both set the noise levels: give one of them")
@@ -250,11 +300,12 @@ def cmd_edit(args) -> int:
             raise UserError(str(exc)) from None
         sigmas = sigmas or [args.from_guess]
     t0 = time.perf_counter()
-    edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas, guidance=args.guidance,
-                      cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale)
+    with gen.open_writer(out, 1) as writer:  # checks `out` before the edit runs
+        edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas,
+                          guidance=args.guidance, cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale)
+        writer.add(edited)
+        paths = writer.close()
     elapsed = time.perf_counter() - t0
-    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_edited{gen.modality.default_suffix}")
-    paths = gen.save(edited, out)
     share = mask.float().mean().item()
     print(f"regenerated {share:.0%} of {path.name} in {elapsed:.2f} s -> {paths[0]}")
     return 0
@@ -350,7 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
+        return 2
+    except OSError as exc:  # a file or disk problem nothing above named (full disk, permissions)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; ask for less (-n, --batch-size, --seconds, --frames)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

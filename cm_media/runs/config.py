@@ -109,6 +109,11 @@ def _check_type(value, tp, key: str):
         if isinstance(value, bool):
             return value
         raise UserError(f"config key {key} must be true or false, got {value!r}")
+    if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = int(value) if tp is int else float(value)
+        except ValueError:
+            pass
     if tp is int:
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)

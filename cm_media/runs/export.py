@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from cm_media import files
 from cm_media.errors import UserError
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import apply_overrides, config_from_dict
-from cm_media.runs.loader import load_codec_state, resolve_source
+from cm_media.runs.loader import checked_config, load_codec_state, resolve_source
 from cm_media.runs.model import build_model
 
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
@@ -65,16 +66,18 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         raise UserError(f"run or checkpoint not found: {source}")
     if src.is_file() and src.suffix != ".safetensors":
         raise UserError(f"not a checkpoint file (expected .safetensors): {source}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out must be a folder, but {out} is a file")
     path = resolve_source(src)
+    checked_config(path)  # the file's claims (config, sizes) before its tensors are loaded
     tensors, meta = ckpt.load_checkpoint(path)
-    if "config" not in meta:
-        raise UserError(f"{path} has no run config in its metadata")
     for text in overrides or []:
         if not text.split("=", 1)[0].strip().startswith("sample."):
             raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     cfg = config_from_dict(raw)
+    files.output_folder(out)  # before any work: a path under a file, an unwritable folder or a full disk
     preset = cfg.backbone.get("preset")
     # store the preset's resolved arguments (as runs do), so later preset edits cannot break the export
     cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
@@ -104,13 +107,16 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     model_path = out / "model.safetensors"
-    ckpt.save_checkpoint(model_path, {**ckpt.with_prefix(weights, "ema"), **codec_tensors}, new_meta)
+    with files.writing(model_path):
+        ckpt.save_checkpoint(model_path, {**ckpt.with_prefix(weights, "ema"), **codec_tensors}, new_meta)
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    ckpt.atomic_write_bytes(out / "config.yaml", config_text.encode())
+    with files.writing(out / "config.yaml"):
+        ckpt.atomic_write_bytes(out / "config.yaml", config_text.encode())
     size = model_path.stat().st_size
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     readme = _readme(cfg, new_meta, params, size, digest, path, out)
-    ckpt.atomic_write_bytes(out / "README.md", readme.encode())
+    with files.writing(out / "README.md"):
+        ckpt.atomic_write_bytes(out / "README.md", readme.encode())
     return Exported(out, model_path, step, params, size, command)
 
 

@@ -6,13 +6,16 @@ SOURCE is a run directory, a checkpoint file, an exported folder or the name of 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cm_media.conditions import GUIDANCE, INTERVAL, Condition, null_like, request_tensors
+from cm_media import checks
+from cm_media.conditions import GUIDANCE, INTERVAL, Condition, _values, null_like, request_tensors
 from cm_media.errors import UserError
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import (
@@ -59,16 +62,51 @@ class Generator:
                 cfg_scale: float | None = None) -> SampleOptions:
         """The one place generation defaults are resolved (generate, interpolate, edit and bench use it)."""
         s = self.cfg.sample
-        steps = s.steps if steps is None else steps
-        if steps < 1:
-            raise UserError(f"--steps must be >= 1, got {steps}")
-        batch_size = s.batch_size if batch_size is None else batch_size
-        if batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        steps = checks.steps(s.steps if steps is None else steps)
+        batch_size = checks.batch_size(s.batch_size if batch_size is None else batch_size)
         cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
-        if cfg_scale is not None and not (cfg_scale >= 0 and cfg_scale < float("inf")):
-            raise UserError(f"--cfg-scale must be a finite number >= 0, got {cfg_scale}")
+        if cfg_scale is not None:
+            cfg_scale = checks.number(cfg_scale, "--cfg-scale", 0)
         return SampleOptions(steps, s.bf16 if bf16 is None else bf16, batch_size, cfg_scale)
+
+    def shape(self, **options: Any) -> tuple[int, ...]:
+        """(C, *axes) of one sample with the modality's options (e.g. seconds); at most checks.MAX_SAMPLE_ELEMENTS
+        model values (the modality states its limit in its own units first)."""
+        shape = tuple(self.modality.sample_shape(self.cfg, self.codec, **options))
+        if math.prod(shape) > checks.MAX_SAMPLE_ELEMENTS:
+            raise UserError(f"one sample of shape {shape} holds {math.prod(shape):,} model values, above the limit "
+                            f"of {checks.MAX_SAMPLE_ELEMENTS:,}")
+        return shape
+
+    def batch_for(self, shape: tuple[int, ...], batch_size: int | None = None) -> int:
+        """Samples per batch: --batch-size as given (at most checks.MAX_BATCH_ELEMENTS model values), else the
+        config's batch, made smaller for long samples so a batch stays within checks.DEFAULT_BATCH_ELEMENTS."""
+        per = math.prod(shape)
+        if batch_size is not None:
+            b = checks.batch_size(batch_size)
+            if b * per > checks.MAX_BATCH_ELEMENTS:
+                raise UserError(f"--batch-size {b} of samples with {per:,} model values each exceeds the limit of "
+                                f"{checks.MAX_BATCH_ELEMENTS:,} values per batch (--batch-size "
+                                f"{max(1, checks.MAX_BATCH_ELEMENTS // per)} or less)")
+            return b
+        return max(1, min(self.options().batch_size, checks.DEFAULT_BATCH_ELEMENTS // per))
+
+    def batch_conditions(self, cond: dict | None, n: int):
+        """(start, b) -> the condition tensors of samples start..start+b-1 of an n-sample request, without
+        building all n (lists cycle, so one period of the request is enough)."""
+        period = 1
+        for value in (cond or {}).values():
+            period = math.lcm(period, max(1, len(_values(value))))
+        period = min(period, n)
+        base = self.cond_tensors(cond, period)  # checks the request before any work
+        return lambda start, b: {k: v[torch.arange(start, start + b) % period] for k, v in base.items()}
+
+    def _finite(self, media: torch.Tensor) -> torch.Tensor:
+        """Decoded media must be finite: NaN would be written as silence or black frames with exit status 0."""
+        if not torch.isfinite(media).all():
+            raise UserError(f"the model produced non-finite values (NaN or infinity) from {self.source}; its weights "
+                            "or the options asked for (--cfg-scale, --guidance, --sigmas) are out of range")
+        return media
 
     def net(self, bf16: bool) -> torch.nn.Module:
         """The model to call: with bf16, a twin whose conv/linear weights are stored in bf16 (built once).
@@ -172,20 +210,29 @@ class Generator:
 
         `cond` asks for conditions by name, e.g. {"class": ["7", "3"]} (values cycle over the samples); `cfg_scale`
         is the classifier-free guidance scale (1: unguided, 0: unconditional)."""
-        if n < 1:
-            raise UserError(f"-n must be >= 1, got {n}")
-        opt = self.options(steps, bf16, batch_size, cfg_scale)
-        shape = self.modality.sample_shape(self.cfg, self.codec, **options)
-        cond_all = self.cond_tensors(cond, n)
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        for start in range(0, n, opt.batch_size):
-            b = min(opt.batch_size, n - start)
-            noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
-            batch_cond = {k: v[start: start + b] for k, v in cond_all.items()}
-            x = self.sample(noise, opt.steps, gen, opt.bf16, batch_cond, opt.cfg_scale)
-            out.append(self.codec.decode(x.float()).cpu())
-        return torch.cat(out)
+        return torch.cat(list(self.generate_batches(n, steps, seed, batch_size, bf16, cond, cfg_scale, **options)))
+
+    def generate_batches(
+        self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None, **options: Any,
+    ) -> Iterator[torch.Tensor]:
+        """`generate` one decoded batch at a time (the same samples in the same order), so memory holds one batch
+        whatever n is. Every option is checked here, before the first batch is made."""
+        n, seed = checks.count(n), checks.seed(seed)
+        shape = self.shape(**options)
+        opt = self.options(steps, bf16, None, cfg_scale)
+        per_batch = self.batch_for(shape, batch_size)
+        conds = self.batch_conditions(cond, n)
+
+        def batches():
+            gen = torch.Generator().manual_seed(seed)
+            for start in range(0, n, per_batch):
+                b = min(per_batch, n - start)
+                noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                yield self._finite(self.codec.decode(x.float()).cpu())
+
+        return batches()
 
     def edit(self, media: torch.Tensor, mask: torch.Tensor, steps: int | None = None, seed: int = 0,
              bf16: bool | None = None, init: torch.Tensor | None = None,
@@ -199,32 +246,61 @@ class Generator:
         if not self.is_consistency:
             raise UserError("editing needs a consistency model; this run is an EDM diffusion model")
         opt = self.options(max(self.cfg.sample.steps, 2) if steps is None else steps, bf16, None, cfg_scale)
+        seed = checks.seed(seed)
+        guidance = checks.number(guidance, "--guidance", 0, 1e6)
+        m = self.cfg.method
+        if sigmas is not None:
+            sigmas = [checks.number(s, "--sigmas", 0, m.sigma_max, lo_open=True) for s in sigmas]
+            if not sigmas or any(b > a for a, b in zip(sigmas, sigmas[1:])):
+                raise UserError(f"--sigmas must be noise levels that never rise, got {sigmas}")
+        if not torch.isfinite(media).all() or (init is not None and not torch.isfinite(init).all()):
+            raise UserError("the input to edit holds non-finite values (NaN or infinity)")
         known = self.codec.encode(media.to(self.device))  # [B, C, *axes]
         if mask.shape[2:] != known.shape[2:]:
             raise UserError(f"mask shape {tuple(mask.shape)} does not fit the input's model shape {tuple(known.shape)}")
         guess = None if init is None else self.codec.encode(init.to(self.device))
         gen = torch.Generator().manual_seed(seed)
-        sigmas = self.step_sigmas(opt.steps) if sigmas is None else [float(s) for s in sigmas]
+        sigmas = self.step_sigmas(opt.steps) if sigmas is None else sigmas
         f = self.conditioned(self.net(opt.bf16), self.cond_tensors(cond, known.shape[0]), opt.cfg_scale)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
             x = masked_multistep(f, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
                                  init=guess, guidance=guidance)
-        return self.codec.decode(x.float()).cpu()
+        out = self._finite(self.codec.decode(x.float()).cpu())
+        if out.ndim == media.ndim and all(o >= m for o, m in zip(out.shape, media.shape)):
+            out = out[tuple(slice(0, m) for m in media.shape)]  # framed codecs decode to whole hops: the input's length
+        return out
 
     def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, bf16: bool | None = None,
                     cond: dict | None = None, cfg_scale: float | None = None, **options: Any):
         """n samples along the slerp path between the noises of two seeds (same shape options as generate)."""
-        if n < 1:
-            raise UserError(f"-n must be >= 1, got {n}")
+        return torch.cat(list(self.interpolate_batches(n, seed_a, seed_b, steps, bf16, cond, cfg_scale, **options)))
+
+    def interpolate_batches(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None,
+                            bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None,
+                            batch_size: int | None = None, **options: Any) -> Iterator[torch.Tensor]:
+        """`interpolate` one decoded batch at a time; options are checked before the first batch."""
+        n, seed_a, seed_b = checks.count(n), checks.seed(seed_a), checks.integer(seed_b, "seed", 0, 2**63 - 1)
+        shape = self.shape(**options)
         opt = self.options(steps, bf16, None, cfg_scale)
-        shape = self.modality.sample_shape(self.cfg, self.codec, **options)
-        z0 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_a))
-        z1 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_b))
-        alphas = torch.linspace(0, 1, n).tolist() if n > 1 else [0.0]
-        noise = torch.cat([slerp(z0, z1, a) for a in alphas]).to(self.device)
-        x = self.sample(noise, opt.steps, torch.Generator().manual_seed(seed_a), opt.bf16, self.cond_tensors(cond, n),
-                        opt.cfg_scale)
-        return self.codec.decode(x.float()).cpu()
+        per_batch = self.batch_for(shape, batch_size)
+        conds = self.batch_conditions(cond, n)
+
+        def batches():
+            z0 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_a))
+            z1 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_b))
+            gen = torch.Generator().manual_seed(seed_a)
+            for start in range(0, n, per_batch):
+                b = min(per_batch, n - start)
+                alphas = [(start + i) / (n - 1) if n > 1 else 0.0 for i in range(b)]
+                noise = torch.cat([slerp(z0, z1, a) for a in alphas]).to(self.device)
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                yield self._finite(self.codec.decode(x.float()).cpu())
+
+        return batches()
+
+    def open_writer(self, path: str | Path, n: int, **options: Any):
+        """The modality's writer for n samples at `path` (checked now, before anything is generated)."""
+        return self.modality.open_writer(Path(path), self.cfg, checks.count(n), **options)
 
     def save(self, media: torch.Tensor, path: str | Path, **options: Any) -> list[Path]:
         return self.modality.save(media, Path(path), self.cfg, **options)

@@ -5,6 +5,7 @@ benchmark all load through here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cm_media.conditions import Condition
 from cm_media.errors import UserError
 from cm_media.registry import bundled_models, find_bundled
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs.config import RunConfig, config_from_dict
+from cm_media.runs.config import RunConfig, check_network_size, config_from_dict
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 
 
@@ -71,13 +72,30 @@ def load_codec_state(codec, tensors: dict[str, torch.Tensor], path: Path) -> Non
         raise UserError(f"codec weights in {path} do not match its config: {str(exc).splitlines()[0]}") from None
 
 
+def checked_config(path: Path) -> RunConfig:
+    """The run config a model file claims, checked against the file before anything is allocated: the config
+    validates (ranges, a network of at most checks.MAX_PARAMETERS), and the network it describes is no larger
+    than the weights the file holds (a small file cannot make us build a huge network)."""
+    shapes, meta = ckpt.read_header(path)
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{path} has no run config in its metadata")
+    cfg = config_from_dict(meta["config"])
+    claimed = check_network_size(cfg)
+    held = sum(math.prod(s) for name, s in shapes.items() if name.startswith(("ema.", "model.")))
+    if claimed > 1.1 * held + 100_000:
+        raise UserError(f"{path} is inconsistent: its config describes a network of {claimed:,} parameters but the "
+                        f"file holds {held:,} weights")
+    return cfg
+
+
 def load_run(source: str | Path, device: str | torch.device = "cpu", weights: str = "ema") -> Run:
     """Load any model source onto `device` in eval mode (EMA weights by default)."""
     path = resolve_source(source)
+    cfg = checked_config(path)
     tensors, meta = ckpt.load_checkpoint(path)
-    if "config" not in meta:
-        raise UserError(f"{path} has no run config in its metadata")
-    cfg = config_from_dict(meta["config"])
+    bad = ckpt.non_finite(weights_of(tensors, weights))
+    if bad:
+        raise UserError(f"{path} holds non-finite weights ({bad[0]}): the run diverged; use an earlier checkpoint")
     modality, codec, model = build_model(cfg)
     try:
         model.load_state_dict(weights_of(tensors, weights))

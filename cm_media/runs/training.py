@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from cm_media import files
 from cm_media.conditions import drop_conditions
 from cm_media.errors import UserError
 from cm_media.math.schedules import ema_warmup_decay
@@ -127,16 +129,51 @@ def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen,
     tensors.update(ckpt.with_prefix(opt_tensors, "optim"))
     tensors.update(_rng_tensors(gen))
     meta = {"config": cfg.to_dict(), "step": step, "bad_steps": bad_steps, "optimizer": opt_meta}
+    bad = ckpt.non_finite({k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))})
+    if bad:  # never written: the newest checkpoint on disk stays the last good state
+        raise TrainingError(f"stopped at step {step}: non-finite weights ({bad[0]}); not writing a checkpoint of them")
     path = ckpt.checkpoint_path(run_dir, step)
-    ckpt.save_checkpoint(path, tensors, meta)
-    for _, old in ckpt.step_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+    with files.writing(path):
+        ckpt.save_checkpoint(path, tensors, meta)
+    for _, old in ckpt.step_checkpoints(run_dir)[:-keep]:  # only after the new one is safely written
+        if old != path:
+            old.unlink(missing_ok=True)
     return path
 
 
+# what a resumed run must share with its checkpoint: anything else would silently train another model
+def _resume_mismatch(saved: dict, cfg: RunConfig) -> str | None:
+    def drop_cond(section):
+        return {k: v for k, v in (section or {}).items() if k != "cond"}
+
+    before_method = (saved.get("method") or {}).get("name")
+    if before_method != cfg.method.name:
+        return f"method.name was {before_method!r}, the config now says {cfg.method.name!r}"
+    if (saved.get("train") or {}).get("optimizer") != cfg.train.optimizer:
+        return f"train.optimizer was {(saved.get('train') or {}).get('optimizer')!r}, now {cfg.train.optimizer!r}"
+    before, now = drop_cond(saved.get("backbone")), drop_cond(cfg.backbone)
+    if before != now:
+        keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changes = ", ".join(f"backbone.{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys[:3])
+        return f"the backbone changed ({changes})"
+    return None
+
+
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train `cfg` into `run_dir`; returns the last checkpoint's path. Under torchrun: data parallel, same result."""
+    """Train `cfg` into `run_dir`; returns the last checkpoint's path. Under torchrun: data parallel, same result.
+
+    The run folder is locked for the whole run (a second writer gets an error naming this process); temporary
+    files of interrupted writes are removed first."""
     run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 alone writes (and holds the lock)
+        return _train(cfg, run_dir, resume, progress)
+    files.output_folder(run_dir)
+    with ckpt.RunLock(run_dir):
+        ckpt.clean_temporary(run_dir)
+        return _train(cfg, run_dir, resume, progress)
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     existing = ckpt.latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
@@ -145,6 +182,17 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         torch.set_num_threads(tc.threads)
     # store the preset's resolved arguments, so later preset edits cannot break this run's checkpoints
     cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
+    restored = None
+    if resume and existing is not None:  # the newest checkpoint that loads; damaged newer ones are moved aside
+        restored = ckpt.newest_intact(run_dir)
+        if restored is None:
+            raise UserError(f"no intact checkpoint in {run_dir / 'checkpoints'} to resume from (damaged ones were "
+                            "renamed *.corrupt); start a new run with another --out")
+        existing = restored[0]
+        mismatch = _resume_mismatch(restored[2]["config"], cfg)
+        if mismatch:
+            raise UserError(f"cannot --resume {run_dir}: {mismatch}; resume with the run's own config "
+                            f"({run_dir / 'config.yaml'}) or choose another --out")
     device = resolve_device(tc.device)
     dd = distributed.init_from_env(device.type)
     if dd.enabled and device.type == "cuda":
@@ -174,18 +222,24 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         module.to(device)
     opt = make_optimizer([*model.parameters(), *method.trainable_parameters()], tc)  # + sCM's adaptive weight
     start, bad_steps = 0, 0
-    if resume and existing is not None:
-        tensors, meta = ckpt.load_checkpoint(existing)
-        model.load_state_dict(ckpt.prefixed(tensors, "model"))
-        ema.load_state_dict(ckpt.prefixed(tensors, "ema"))
-        for name, module in method.state_modules().items():
-            module.load_state_dict(ckpt.prefixed(tensors, name))
-        ckpt.load_optimizer(opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
-        _restore_rng(tensors, gen)
+    if restored is not None:
+        _, tensors, meta = restored
+        try:
+            model.load_state_dict(ckpt.prefixed(tensors, "model"))
+            ema.load_state_dict(ckpt.prefixed(tensors, "ema"))
+            for name, module in method.state_modules().items():
+                module.load_state_dict(ckpt.prefixed(tensors, name))
+            ckpt.load_optimizer(opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
+            _restore_rng(tensors, gen)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(f"cannot --resume from {existing}: it does not fit this config "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         start, bad_steps = meta["step"], meta["bad_steps"]
+        del tensors, restored
     if dd.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+        with files.writing(run_dir / "config.yaml"):
+            ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     last = existing
     if start >= tc.steps:
         return last
@@ -195,7 +249,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
     metrics = open(run_dir / "metrics.jsonl", "a") if dd.main else None
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and dd.main), desc="train", dynamic_ncols=True)
-    t0, window = time.perf_counter(), []
+    t0, window, window_bad = time.perf_counter(), [], 0
     step, grad_norm = start, math.nan
 
     def checkpoint():  # rank 0 writes; the others wait so nobody runs ahead of a half-written state
@@ -229,38 +283,51 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                     shared = torch.stack([distributed.all_reduce_(shared[:1].clone(), "sum", dd)[0] / dd.world,
                                           distributed.all_reduce_(shared[1:].clone(), "max", dd)[0]])
                 global_loss, stop.requested = shared[0].item(), bool(shared[1].item())
-                if not math.isfinite(global_loss):
-                    bad_steps += 1
-                    if bad_steps > tc.max_bad_steps:
-                        raise TrainingError(
-                            f"stopped at step {step}: {bad_steps} non-finite losses (lower train.lr or enable train.bf16)"
-                        )
-                else:
+                finite = math.isfinite(global_loss)
+                if finite:
                     loss.backward()
                     if dd.enabled:  # what DDP's hooks did not reduce: the method's networks, a JVP's unwrapped model
                         distributed.average_gradients(
                             [*(model.parameters() if method.bypasses_ddp else ()), *method.trainable_parameters()], dd)
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    finite = bool(torch.isfinite(grad_norm))  # the same on every rank: gradients are reduced
+                if not finite:  # a non-finite loss or gradient: skip the step, count it
+                    bad_steps += 1
+                    window_bad += 1
+                    if bad_steps > tc.max_bad_steps:
+                        raise TrainingError(
+                            f"stopped at step {step}: {bad_steps} non-finite losses or gradients "
+                            f"(lower train.lr or enable train.bf16); last checkpoint: {last or 'none yet'}")
+                else:
                     opt.step()
+                    if not ckpt.finite_norm([*model.parameters(), *method.trainable_parameters()]):
+                        raise TrainingError(  # nothing of this step reaches a checkpoint
+                            f"stopped at step {step}: the optimizer step made weights non-finite (train.lr "
+                            f"{tc.lr:g} too high?); last good checkpoint: {last or 'none yet'}")
                     update_ema(ema, model, ema_warmup_decay(tc.ema_decay, step))
                     method.after_step(model, step)
                     window.append(global_loss)
                 step += 1
                 bar.update(1)
                 if metrics is not None and (step % tc.log_every == 0 or step == tc.steps):
+                    gn = float(grad_norm)
                     rec = {
                         "step": step,
-                        "loss": sum(window) / max(len(window), 1),
+                        # null when every step of the window had a non-finite loss (counted in nonfinite_steps)
+                        "loss": sum(window) / len(window) if window else None,
                         "lr": opt.param_groups[0]["lr"],
-                        "grad_norm": float(grad_norm),
+                        "grad_norm": gn if math.isfinite(gn) else None,
                         "num_steps": method.num_steps(step - 1),
                         "bad_steps": bad_steps,
+                        "nonfinite_steps": window_bad,
                         "elapsed_s": round(time.perf_counter() - t0, 3),
                     }
-                    metrics.write(json.dumps(rec) + "\n")
-                    metrics.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", N=rec["num_steps"])
-                    window = []
+                    with files.writing(run_dir / "metrics.jsonl"):
+                        metrics.write(json.dumps(rec) + "\n")
+                        metrics.flush()
+                    bar.set_postfix(loss="non-finite" if rec["loss"] is None else f"{rec['loss']:.4f}",
+                                    N=rec["num_steps"])
+                    window, window_bad = [], 0
                 if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
                     last = checkpoint()
                 if stop.requested:

@@ -45,6 +45,9 @@ class ImageModality(Modality):
         """A grid PNG (streamed row by row; no suffix: .png), another image format's grid, or with `separate`
         numbered PNGs in a folder named after `path`."""
         path = Path(path)
+        if path.is_dir() and not separate:
+            raise UserError(f"--out {path} is an existing folder; name a grid file inside it (e.g. "
+                            f"{path / 'images.png'}) or pass --separate for one file per image")
         if separate:
             return ImageWriter(path.with_suffix(""), total, False, (cfg.codec.size,) * 2, cfg.codec.channels)
         return ImageWriter(path if path.suffix else path.with_suffix(".png"), total, True, (cfg.codec.size,) * 2,

@@ -91,6 +91,9 @@ class ClipsWriter(MediaWriter):
 
     def __init__(self, path: Path, total: int, fps: float, scale: int | None, separate: bool, size: tuple[int, int]):
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"--out {path} is an existing folder; name a video file inside it (e.g. "
+                            f"{path / 'video.mp4'}; with --separate the clips go to {path / 'video'}/)")
         if not path.suffix:
             path = path.with_suffix(".mp4")
         suffix = path.suffix.lower()
