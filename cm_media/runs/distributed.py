@@ -45,6 +45,13 @@ def all_reduce_(t: torch.Tensor, op: str = "sum", d: Dist | None = None) -> torc
     return t
 
 
+def broadcast_(params, d: Dist | None = None) -> None:
+    """Copy rank 0's values of `params` to every process (DDP does this for its module's parameters only)."""
+    if d is not None and d.enabled:
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
 def average_gradients(params, d: Dist | None = None) -> None:
     """Average the gradients of `params` over the processes (what DDP's hooks do), where DDP did not: parameters
     outside the DDP module, or a loss computed on the unwrapped module (a JVP)."""

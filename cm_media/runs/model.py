@@ -8,7 +8,7 @@ import torch
 from cm_media.conditions import Condition, conditions_from_spec
 from cm_media.errors import UserError
 from cm_media.math.parameterization import precondition
-from cm_media.methods import method_kind
+from cm_media.methods import METHODS, method_kind
 from cm_media.nn import build_backbone
 from cm_media.registry import get_modality
 from cm_media.runs.config import RunConfig
@@ -18,11 +18,20 @@ def build_model(cfg: RunConfig):
     """(modality, codec, model) for a validated run config; the model maps (x, sigma [B], cond) -> x0 estimate."""
     modality = get_modality(cfg.modality)
     codec = modality.build_codec(cfg)
-    backbone = build_backbone(cfg.backbone, modality.backbone_presets, codec.dims, codec.channels)
+    backbone = build_backbone(with_method_inputs(cfg), modality.backbone_presets, codec.dims, codec.channels)
     model = precondition(
         backbone, method_kind(cfg.method.name), sigma_data=cfg.method.sigma_data, sigma_min=cfg.method.sigma_min
     )
     return modality, codec, model
+
+
+def with_method_inputs(cfg: RunConfig) -> dict:
+    """The backbone section with the method's own inputs among its conditions (MeanFlow's interval t - r, a guided
+    student's scale): training records them in `backbone.cond`; a config straight from YAML lacks them."""
+    spec = list(cfg.backbone.get("cond") or [])
+    names = {c["name"] if isinstance(c, dict) else c.name for c in spec}
+    extra = [c.to_dict() for c in METHODS[cfg.method.name].extra_conditions(cfg.method) if c.name not in names]
+    return {**cfg.backbone, "cond": spec + extra} if extra else cfg.backbone
 
 
 def run_conditions(cfg: RunConfig) -> list[Condition]:
