@@ -220,6 +220,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     for module in method.state_modules().values():
         module.to(device)
+    distributed.broadcast_(method.trainable_parameters(), dd)  # one initialization of sCM's weighting on every rank
     opt = make_optimizer([*model.parameters(), *method.trainable_parameters()], tc)  # + sCM's adaptive weight
     start, bad_steps = 0, 0
     if restored is not None:
