@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from cm_media import checks
+from cm_media import checks, files
 from cm_media.errors import UserError
 
 
@@ -314,6 +314,10 @@ def cmd_edit(args) -> int:
 def cmd_bench(args) -> int:
     from cm_media.eval import bench
 
+    checks.seed(args.seed)
+    for option in ("json", "markdown", "plot"):  # checked before the (long) benchmark, not after it
+        if getattr(args, option):
+            files.output_file(getattr(args, option), f"--{option}")
     return bench.main(args)
 
 
@@ -326,6 +330,11 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from cm_media.cli import demo
 
+    checks.seed(args.seed)
+    checks.steps(args.steps)
+    if args.bench_samples is not None:
+        checks.integer(args.bench_samples, "--bench-samples", 4, 100_000)
+    files.output_folder(args.out)
     return demo.main(args)
 
 

@@ -353,6 +353,8 @@ def load_yaml(path: str | Path) -> dict:
         raise UserError(f"cannot read config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply to be a run config") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a YAML mapping")
     return raw

@@ -60,7 +60,7 @@ class ImageCodec(PixelCodec):
             with Image.open(path) as im:
                 im = im.convert("L" if self.channels == 1 else "RGB")
                 arr = np.asarray(im, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"cannot read image {path}: {exc}") from None
         t = torch.from_numpy(arr)
         t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
