@@ -334,3 +334,9 @@ def test_long_audio_uses_smaller_default_batches():
     shape = gen.shape(seconds=60)
     assert gen.batch_for(shape) * math.prod(shape) <= 2**22 < 64 * math.prod(shape)
     assert gen.batch_for(gen.shape()) == gen.cfg.sample.batch_size  # training-length clips: the config's batch
+
+
+def test_huge_frame_grid_is_refused_before_work(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "video", "-n", "100000", "--out", tmp_path / "frames.png")
+    assert_error(code, err, "--separate")
+    assert not any(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import torch
 from cm_media import checks, files
 from cm_media.errors import UserError
 from cm_media.modality import MediaWriter
-from modalities.image.io import GridPNG, make_grid, to_pil
+from modalities.image.io import MAX_GRID_SIDE, GridPNG, make_grid, to_pil
 
 from .codec import WRITE_SUFFIXES, VideoWriter, to_uint8
 
@@ -107,6 +107,11 @@ class ClipsWriter(MediaWriter):
         h, w = size
         if suffix == ".png":
             self.scale = None
+            tile = max(1, math.ceil(32 / min(h, w)))
+            height = total * (h * tile + max(1, tile // 2)) + max(1, tile // 2)  # a row per clip
+            if height > MAX_GRID_SIDE:
+                raise UserError(f"a frame grid of {total} clips would be {height} pixels tall, above the PNG limit "
+                                f"of {MAX_GRID_SIDE}: write videos with --separate instead")
             files.output_file(path)
             return
         if separate:
