@@ -27,13 +27,14 @@ def _first_existing(path: Path) -> Path:
     return p
 
 
-def output_folder(path: str | Path, option: str = "--out") -> Path:
-    """Make sure `path` is (or can be made) a writable folder: create it, probe it; else a UserError."""
+def output_folder(path: str | Path, option: str = "--out", target: str | Path | None = None) -> Path:
+    """Make sure `path` is (or can be made) a writable folder: create it, probe it; else a UserError naming
+    `option` and `target` (what is to be written there; default the folder itself)."""
     path = Path(path)
+    target = path if target is None else target
     anchor = _first_existing(path)
     if anchor.exists() and not anchor.is_dir():
-        where = "is a file" if anchor == path else f"is inside {anchor}, which is a file"
-        raise UserError(f"cannot write {option} {path}: it {where}, not a folder")
+        raise UserError(f"cannot write {option} {target}: {anchor} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -59,7 +60,7 @@ def output_file(path: str | Path, option: str = "--out") -> Path:
                         f"{path.suffix or ''}")
     if path.name in ("", ".", ".."):
         raise UserError(f"{option} {path} does not name a file")
-    output_folder(path.parent if str(path.parent) else Path("."), option)
+    output_folder(path.parent if str(path.parent) else Path("."), option, path)
     return path
 
 
