@@ -54,6 +54,10 @@ class MeanFlow(Method):
     Config = MeanFlowConfig
     bypasses_ddp = True
 
+    def __init__(self, cfg, model, total_steps, teacher=None, conditions=None):
+        super().__init__(cfg, model, total_steps, teacher, conditions)
+        self._raw: list[float] = []
+
     @staticmethod
     def extra_conditions(cfg) -> list[Condition]:
         return [Condition(INTERVAL, kind="scalar")]  # t - r, the network's second time input
@@ -104,4 +108,10 @@ class MeanFlow(Method):
             u, dudt = finite_difference_jvp(u_fn, (z, r, t), tangents, c.fd_eps)
         target = losses.meanflow_target(v, dudt, t, r)
         sq = losses.sum_flat((u - target).pow(2))  # [B]
+        self._raw.append(float(sq.detach().mean()))
         return losses.adaptive_weight(sq, c.adaptive_p, c.adaptive_c) * sq
+
+    def log_values(self) -> dict:
+        """The squared error before the adaptive weight (the weighted loss sits near 1 by design)."""
+        raw, self._raw = self._raw, []
+        return {"raw_loss": round(sum(raw) / len(raw), 5)} if raw else {}

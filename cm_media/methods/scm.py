@@ -89,6 +89,7 @@ class SCM(Method):
         if teacher is not None and cfg.init_from_teacher:
             init_from_teacher(model, teacher)
         self.weighting = AdaptiveWeight(cfg.sigma_data) if cfg.adaptive_weighting else None
+        self._raw: list[float] = []
 
     @classmethod
     def wants_teacher(cls, cfg) -> bool:
@@ -134,8 +135,14 @@ class SCM(Method):
         else:
             f, dfdt = finite_difference_jvp(f_fn, (x_t, t), tangents, c.fd_eps * t / v)
         g = losses.scm_tangent(f.detach(), dfdt, x_t, dxdt, t, sd, self.warmup(step))
+        self._raw.append(float(torch.nan_to_num(g).pow(2).mean().sqrt()))  # falls as the model grows consistent
         g = losses.normalize_tangent(g, c.tangent_c, c.tangent_norm)
         weight = 1 / (sd * torch.tan(t)) if c.prior_weighting else torch.ones_like(t)
         log_w = self.weighting(t) if self.weighting is not None else None
         return losses.scm_loss(f, g, weight, log_w)
+
+    def log_values(self) -> dict:
+        """The RMS of the tangent g before its normalization, averaged since the last log line."""
+        raw, self._raw = self._raw, []
+        return {"tangent_rms": round(sum(raw) / len(raw), 5)} if raw else {}
 
