@@ -2,7 +2,13 @@
 
 A dataset that carries conditions exposes `conditions: list[Condition]` and `get_cond(indices) -> dict` mapping
 each name to a LongTensor [B] of class indices or a FloatTensor [B, dim]. Index `len(classes)` means "no
-condition" (the null class of classifier-free guidance). A run records its conditions in `backbone.cond`, so the
+condition" (the null class of classifier-free guidance).
+
+A "frames" condition gives the network known leading frames (along the first data axis) of the sample itself,
+such as the first frame of a clip to animate: its value is a model-space tensor [B, dim + 1, k, *rest] (the k
+frames and a mask channel, 1 where given), zeros for "no condition". The backbone takes it as extra input
+channels (cm_media.nn.embedding.FrameInputs); training cuts it from each clean sample (`derived_conditions`),
+and generation encodes a picture or clip file into it. A run records its conditions in `backbone.cond`, so the
 network can be rebuilt, and `cm-media info SOURCE` can list them, without the data.
 """
 
@@ -14,27 +20,34 @@ import torch
 
 from cm_media.errors import UserError
 
-KINDS = ("class", "vector", "scalar")
+KINDS = ("class", "vector", "scalar", "frames")
 GUIDANCE = "cfg_scale"  # the scalar condition of a guided-distilled student: its classifier-free guidance scale
 INTERVAL = "interval"  # the scalar condition of a MeanFlow network: t - r, set by the network itself, never by a user
 
 
 @dataclass
 class Condition:
-    """One named condition: `kind` "class" (an index into `classes`), "vector" (`dim` floats) or "scalar"."""
+    """One named condition: `kind` "class" (an index into `classes`), "vector" (`dim` floats), "scalar", or
+    "frames" (the first `frames` frames of a sample with `dim` model channels, see above)."""
 
     name: str
     kind: str = "class"
     classes: list[str] = field(default_factory=list)
     dim: int = 0
+    frames: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.frames:
+            del out["frames"]
+        return out
 
     def describe(self) -> list | str:
         """What a user may ask for: the class names, or the kind of value."""
         if self.kind == "class":
             return list(self.classes)
+        if self.kind == "frames":
+            return f"a picture or video file (its first {self.frames} frame(s))"
         return f"{self.dim} numbers" if self.kind == "vector" else "a number"
 
 
@@ -47,13 +60,15 @@ def conditions_from_spec(spec: list | None) -> list[Condition]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise UserError(f"backbone.cond entries need a name, got {item!r}")
         c = Condition(name=item["name"], kind=item.get("kind", "class"), classes=[str(v) for v in item.get("classes") or []],
-                      dim=int(item.get("dim") or 0))
+                      dim=int(item.get("dim") or 0), frames=int(item.get("frames") or 0))
         if c.kind not in KINDS:
             raise UserError(f"condition {c.name!r}: unknown kind {c.kind!r} ({', '.join(KINDS)})")
         if c.kind == "class" and not c.classes:
             raise UserError(f"condition {c.name!r} of kind class lists no classes")
-        if c.kind == "vector" and c.dim < 1:
-            raise UserError(f"condition {c.name!r} of kind vector needs dim >= 1")
+        if c.kind in ("vector", "frames") and c.dim < 1:
+            raise UserError(f"condition {c.name!r} of kind {c.kind} needs dim >= 1")
+        if c.kind == "frames" and c.frames < 1:
+            raise UserError(f"condition {c.name!r} of kind frames needs frames >= 1")
         out.append(c)
     names = [c.name for c in out]
     if len(set(names)) != len(names):
@@ -100,12 +115,36 @@ def request_tensors(conditions: list[Condition], request: dict | None, n: int) -
             out[name] = torch.tensor([idx[i % len(idx)] for i in range(n)], dtype=torch.long)
         elif c.kind == "scalar":
             out[name] = torch.tensor([float(values[i % len(values)]) for i in range(n)])
+        elif c.kind == "frames":
+            out[name] = _frames_value(c, value, n)
         else:
             vec = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
             if vec.numel() != c.dim:
                 raise UserError(f"condition {name!r} takes {c.dim} numbers, got {vec.numel()}")
             out[name] = vec.expand(n, c.dim).clone()
     return out
+
+
+def _frames_value(c: Condition, value, n: int) -> torch.Tensor:
+    """A frames condition's value for n samples from a tensor [m, dim + 1, k, *rest] (m values cycle over the
+    samples); `Generator.cond_tensors` makes it from a file."""
+    if not isinstance(value, torch.Tensor):
+        raise UserError(f"condition {c.name!r} takes {c.describe()}")
+    if value.ndim < 3 or value.shape[1] != c.dim + 1:
+        raise UserError(f"condition {c.name!r} needs a tensor [m, {c.dim + 1}, frames, ...], got {tuple(value.shape)}")
+    return value[torch.arange(n) % value.shape[0]].float()
+
+
+def frame_condition(c: Condition, x: torch.Tensor) -> torch.Tensor:
+    """The value of frames condition `c` for model tensors x [B, C, T, *rest]: its first c.frames frames and a
+    mask channel of ones, [B, C + 1, k, *rest]."""
+    known = x[:, :, :c.frames]
+    return torch.cat([known, torch.ones_like(known[:, :1])], 1)
+
+
+def derived_conditions(conditions: list[Condition], x0: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The conditions cut from the clean samples x0 themselves (every frames condition), for training."""
+    return {c.name: frame_condition(c, x0) for c in conditions if c.kind == "frames"}
 
 
 def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -116,7 +155,7 @@ def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor]) -> dic
         c = by_name[name]
         if c.kind == "class":
             out[name] = torch.full_like(value, len(c.classes))
-        elif c.kind == "vector":
+        elif c.kind in ("vector", "frames"):
             out[name] = torch.zeros_like(value)
         else:
             out[name] = value
@@ -142,7 +181,8 @@ class Labelled:
     _cond_values: dict[str, torch.Tensor] = {}
 
     def use_conditions(self, wanted: list[str], available: dict[str, tuple[Condition, torch.Tensor]]):
-        """Condition on the labels named in `wanted` (from `available`: name -> (Condition, values [N] or [N, D]))."""
+        """Condition on the labels named in `wanted` (from `available`: name -> (Condition, values [N] or [N, D],
+        or None for a condition cut from the samples themselves, such as a first frame))."""
         unknown = [w for w in wanted if w not in available]
         if unknown:
             known = ", ".join(available) or "none"
@@ -153,5 +193,5 @@ class Labelled:
         return self
 
     def get_cond(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices).long()
-        return {name: values[idx] for name, values in self._cond_values.items()}
+        idx = torch.as_tensor(indices).long()  # conditions without stored values are cut from the samples
+        return {name: values[idx] for name, values in self._cond_values.items() if values is not None}

@@ -234,14 +234,15 @@ def cmd_generate(args, dests) -> int:
     gen = _load(args.source, args.device)
     out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{gen.modality.default_suffix}"
     t0 = time.perf_counter()
+    cond = parse_conditions(args, gen)
+    for name in [d for d in options if d in gen.condition_spec()]:  # a modality option naming a condition
+        cond[name] = options.pop(name)  # (video --first-frame FILE: the first_frame condition)
     if args.interpolate:
         batches = gen.interpolate_batches(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
-                                          cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale,
-                                          batch_size=args.batch_size, **options)
+                                          cond=cond, cfg_scale=args.cfg_scale, batch_size=args.batch_size, **options)
     else:
         batches = gen.generate_batches(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                       bf16=args.bf16, cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale,
-                                       **options)
+                                       bf16=args.bf16, cond=cond, cfg_scale=args.cfg_scale, **options)
     paths = _write(gen, batches, out, n, options)  # the writer checks `out` before the first batch is made
     elapsed = time.perf_counter() - t0
     steps = gen.options(steps=args.steps).steps

@@ -200,18 +200,36 @@ def _features(gen, media: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | No
     return hand.float().cpu(), None if net is None else net.float().cpu()
 
 
-def data_items(gen, split: str, limit: int, seed: int) -> torch.Tensor:
-    """Up to `limit` model tensors [N, C, *axes] from the run's dataset split (a seeded random subset)."""
+def _split_items(gen, split: str, limit: int, seed: int) -> tuple[torch.Tensor, bool]:
+    """(up to `limit` items of the run's dataset split (a seeded random subset), whether they are model tensors:
+    a dataset for a learned codec serves media, `encoded = False`)."""
     ds = gen.modality.build_dataset(gen.cfg, gen.codec, split)
     n = len(ds)
     if n == 0:
         raise UserError(f"the {split} split of {gen.cfg.modality} data {gen.cfg.data.dataset!r} is empty")
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
-    return _dataset_batch(ds, idx)
+    return _dataset_batch(ds, idx), getattr(ds, "encoded", True) is not False
+
+
+def data_items(gen, split: str, limit: int, seed: int, batch: int = 64) -> torch.Tensor:
+    """Up to `limit` model tensors [N, C, *axes] from the run's dataset split (a seeded random subset)."""
+    items, encoded = _split_items(gen, split, limit, seed)
+    if encoded:
+        return items
+    with torch.no_grad():
+        return torch.cat([gen.codec.encode(items[i:i + batch].to(gen.device)).float().cpu()
+                          for i in range(0, len(items), batch)])
+
+
+def data_media(gen, split: str, limit: int, seed: int, batch: int) -> torch.Tensor:
+    """Up to `limit` real media [N, ...] of a dataset split: decoded model tensors, or a learned codec's dataset's
+    media as they are (so a latent model is measured against real data, not its codec's reconstructions)."""
+    items, encoded = _split_items(gen, split, limit, seed)
+    return _decode(gen, items, batch) if encoded else items
 
 
 def reference_for(gen, opts: BenchOptions, batch: int) -> Reference:
-    media = _decode(gen, data_items(gen, "eval", opts.max_references, opts.seed), batch)
+    media = data_media(gen, "eval", opts.max_references, opts.seed, batch)
     if len(media) < 4:
         raise UserError(f"held-out split has only {len(media)} items; metrics need at least 4")
     hand, net = _features(gen, media)
@@ -298,7 +316,7 @@ def baseline_records(entry: Entry, opts: BenchOptions, ref: Reference, batch: in
     gen = entry.gen
     n = opts.num_samples
     rows = []
-    train = _decode(gen, data_items(gen, "train", n, opts.seed + 2), batch)
+    train = data_media(gen, "train", n, opts.seed + 2, batch)
     shape = gen.modality.sample_shape(gen.cfg, gen.codec)
     noise = gen.cfg.method.sigma_data * torch.randn((n, *shape), generator=torch.Generator().manual_seed(opts.seed + 3))
     for name, media in (("data (train split)", train), ("noise", _decode(gen, noise, batch))):

@@ -15,7 +15,7 @@ from torch import nn
 
 from cm_media.conditions import INTERVAL
 
-KINDS = ("edm", "consistency", "trigflow", "meanflow")
+KINDS = ("edm", "consistency", "trigflow", "meanflow")  # and "codec": a codec run's autoencoder (CodecNet)
 
 
 def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -150,9 +150,26 @@ class MeanFlowNet(Preconditioned):
             return z - append_dims(t, x.ndim) * u
 
 
+class CodecNet(nn.Module):
+    """The network of a codec run (`kind="codec"`): its backbone is an autoencoder `backbone(x) -> (x_rec, z)`, and
+    `model(x, ...)` is the reconstruction of x (noise levels and conditions do not apply). It is no generator:
+    `cm_media.load` refuses it; a latent model names the run in `codec.path` instead."""
+
+    kind = "codec"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, sigma=None, cond: dict | None = None) -> torch.Tensor:
+        return self.backbone(x)[0]
+
+
 def precondition(backbone: nn.Module, kind: str = "consistency", sigma_data: float = 0.5,
-                 sigma_min: float = 0.002) -> Preconditioned:
-    """The network of a method's `kind`: edm, consistency, trigflow or meanflow."""
+                 sigma_min: float = 0.002) -> nn.Module:
+    """The network of a method's `kind`: edm, consistency, trigflow, meanflow, or codec (no preconditioning)."""
+    if kind == "codec":
+        return CodecNet(backbone)
     if kind == "trigflow":
         return TrigFlow(backbone, sigma_data, sigma_min)
     if kind == "meanflow":

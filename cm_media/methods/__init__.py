@@ -6,6 +6,7 @@ Add one by writing a module with `XConfig(MethodConfig)` and `X(Method)` and reg
 
 from __future__ import annotations
 
+from cm_media.methods.autoencoder import AutoencoderTraining
 from cm_media.methods.base import Method, MethodConfig
 from cm_media.methods.cmt import CMT
 from cm_media.methods.consistency_training import CT, ICT
@@ -16,6 +17,7 @@ from cm_media.methods.scm import SCM
 
 METHODS: dict[str, type[Method]] = {
     "ict": ICT, "ct": CT, "edm": EDM, "cd": CD, "ect": ECT, "meanflow": MeanFlow, "scm": SCM, "cmt": CMT,
+    "autoencoder": AutoencoderTraining,  # a codec run: trains a learned codec for latent models
 }
 
 
@@ -25,7 +27,7 @@ def register_method(cls: type[Method]) -> None:
 
 
 def method_kind(name: str) -> str:
-    """The parameterization a method trains: "consistency", "edm", "trigflow" (sCM) or "meanflow"."""
+    """The parameterization a method trains: "consistency", "edm", "trigflow" (sCM), "meanflow" or "codec"."""
     return METHODS[name].kind
 
 

@@ -74,6 +74,10 @@ class Method:
     def after_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step (target-network updates)."""
 
+    def log_values(self) -> dict:
+        """Extra values for the next metrics.jsonl line (averaged since the last one), e.g. a codec run's PSNR."""
+        return {}
+
     def state_modules(self) -> dict[str, nn.Module]:
         """Extra networks to checkpoint for an exact resume."""
         return {}

@@ -5,6 +5,9 @@ between levels (kernel 2f, stride f, for a factor f per level), a middle block, 
 The decoder mirrors it with transposed convs. It is deterministic (no KL sampling): `encode` multiplies by a
 fixed `latent_scale` buffer (set it after training with `fit_latent_scale` so latents have unit std) and
 `decode` divides it out. A 2D model takes video [B, C, T, H, W] too, coding each frame on its own.
+
+Registered as the backbone arch `autoencoder`: a codec run (`method.name: autoencoder`) trains it with the
+ordinary training loop, and `cm_media.nn.latent.LatentCodec` serves the trained weights as a codec.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from .layers import GroupNorm, conv_nd, norm_groups
+from .registry import register_arch
 
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
@@ -32,6 +36,7 @@ class AutoencoderConfig:
     kernel_size: int = 3  # of the convolutions in residual blocks (odd)
     dilations: list = field(default_factory=lambda: [1])  # cycled over a level's res blocks (1D: e.g. 1, 3, 9)
     mid_blocks: int = 1  # residual blocks at the lowest resolution, each side
+    cond: list = field(default_factory=list)  # as a backbone: conditions are recorded here, and must stay empty
 
     def __post_init__(self):
         if self.dims not in (1, 2, 3):
@@ -45,6 +50,8 @@ class AutoencoderConfig:
             raise ValueError(f"num_res_blocks must be at least 1 (they change the width), got {self.num_res_blocks}")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.cond:
+            raise ValueError("an autoencoder takes no conditions (data.cond must be empty for a codec run)")
 
     @property
     def factor(self) -> int:
@@ -166,13 +173,17 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, latent_channels, *axes] (or [B, latent_channels, T, h, w] for 2D) -> x [B, C, *axes * factor]."""
-        z, t = self._frames(z / self.latent_scale)
+        return self.decode_raw(z / self.latent_scale)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode unscaled latents."""
+        z, t = self._frames(z)
         return self._unfold(self.decoder(z), t)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstruction, unscaled latents): the training pass."""
+        """(reconstruction, unscaled latents): the training pass (independent of latent_scale)."""
         z = self.encode_raw(x)
-        return self.decode(z * self.latent_scale), z
+        return self.decode_raw(z), z
 
     @torch.no_grad()
     def fit_latent_scale(self, x: torch.Tensor) -> float:
@@ -180,3 +191,6 @@ class Autoencoder(nn.Module):
         std = self.encode_raw(x).float().std().clamp_min(1e-8)
         self.latent_scale.fill_(1.0 / float(std))
         return float(self.latent_scale)
+
+
+register_arch("autoencoder", AutoencoderConfig, Autoencoder)

@@ -4,6 +4,9 @@ As EDM's `class_labels` and DiT's `y`, a condition joins the network through the
 returns [B, dim], summed with the sinusoidal c_noise features before the embedding MLP. A class condition has
 one extra "no condition" row (index = number of classes), initialized at zero, so a conditional network asked for
 nothing starts as the unconditional one (classifier-free guidance needs that entry).
+
+Frame conditions (kind "frames": known frames of the sample, such as the first frame of a clip) are not embedded:
+`FrameInputs` concatenates them to the input as extra channels, with their mask channel (design notes, section 8).
 """
 
 from __future__ import annotations
@@ -80,11 +83,13 @@ class ConditionEmbedding(nn.Module):
 
     def __init__(self, spec: list, dim: int):
         super().__init__()
-        self.conditions = conditions_from_spec(spec)
+        all_conditions = conditions_from_spec(spec)
+        self.frames = {c.name for c in all_conditions if c.kind == "frames"}  # input channels, see FrameInputs
+        self.conditions = [c for c in all_conditions if c.kind != "frames"]
         self.embedders = nn.ModuleDict({c.name: _embedder(c, dim) for c in self.conditions})
 
     def forward(self, cond: dict | None, batch: int, device) -> torch.Tensor | None:
-        cond = cond or {}
+        cond = {k: v for k, v in (cond or {}).items() if k not in self.frames}
         unknown = set(cond) - set(self.embedders)
         if unknown:
             raise ValueError(f"unknown condition(s) {sorted(unknown)} (this model takes: {sorted(self.embedders) or 'none'})")
@@ -111,7 +116,34 @@ class NoiseEmbedding(nn.Module):
     def forward(self, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         h = sinusoidal_embedding(c_noise, self.base)  # [B, base]
         if self.cond is not None:
-            h = h + self.cond(cond, h.shape[0], h.device)
+            e = self.cond(cond, h.shape[0], h.device)
+            h = h if e is None else h + e
         elif cond:
             raise ValueError(f"this model takes no conditions, got {sorted(cond)}")
         return self.mlp(h)
+
+
+class FrameInputs(nn.Module):
+    """A backbone taking its frame conditions as extra input channels: F(x, c_noise, cond) =
+    net(concat(x, value of each frames condition), c_noise, the other conditions).
+
+    A value [B, dim + 1, k, *rest] (k known frames and their mask channel) is zero-padded along the frame axis to
+    x's length, so the mask is 0 on every other frame; a missing condition is all zeros ("no condition"). `net` is
+    built with `in_channels` plus the conditions' channels (`cm_media.nn.registry.build_backbone` does it)."""
+
+    def __init__(self, net: nn.Module, conditions: list[Condition]):
+        super().__init__()
+        self.net = net
+        self.inputs = [(c.name, c.dim + 1) for c in conditions]
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        cond = dict(cond or {})
+        extra = []
+        for name, channels in self.inputs:
+            value = cond.pop(name, None)
+            frames = x.new_zeros(x.shape[0], channels, *x.shape[2:])
+            if value is not None:
+                k = min(value.shape[2], x.shape[2])
+                frames[:, :, :k] = value[:, :, :k].to(frames.dtype)
+            extra.append(frames)
+        return self.net(torch.cat([x, *extra], 1), c_noise, cond or None)

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from cm_media.conditions import conditions_from_spec
 from cm_media.errors import UserError
+from cm_media.nn.embedding import FrameInputs
 
 MAX_INT_VALUE = 65_536  # any integer in a backbone section (channels, blocks, heads, patch sizes, ...)
 MAX_LIST_LENGTH = 64  # entries of a list in a backbone section (channel_mult, attention levels, ...)
@@ -55,8 +57,17 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
             raise UserError(f"unknown config key backbone.{key} for arch {arch!r}")
     params.setdefault("dims", dims)
     params.setdefault("in_channels", in_channels)
+    # frame conditions (a first frame to animate) join as extra input channels; the output keeps the data's channels
+    frames = [c for c in conditions_from_spec(params.get("cond")) if c.kind == "frames"]
+    if frames:
+        if "out_channels" not in names:
+            raise UserError(f"backbone.arch {arch!r} cannot take frame conditions ({', '.join(c.name for c in frames)})")
+        params["cond"] = [c for c in params["cond"] if (c if isinstance(c, dict) else c.to_dict()).get("kind") != "frames"]
+        params["out_channels"] = params.get("out_channels") or params["in_channels"]
+        params["in_channels"] += sum(c.dim + 1 for c in frames)
     try:
-        return module_cls(config_cls(**params))
+        module = module_cls(config_cls(**params))
+        return FrameInputs(module, frames) if frames else module
     except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError, AssertionError) as exc:
         raise UserError(f"bad backbone config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 

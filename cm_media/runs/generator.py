@@ -15,7 +15,15 @@ from typing import Any
 import torch
 
 from cm_media import checks
-from cm_media.conditions import GUIDANCE, INTERVAL, Condition, _values, null_like, request_tensors
+from cm_media.conditions import (
+    GUIDANCE,
+    INTERVAL,
+    Condition,
+    _values,
+    frame_condition,
+    null_like,
+    request_tensors,
+)
 from cm_media.errors import UserError
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import (
@@ -144,7 +152,26 @@ class Generator:
             raise UserError(f"{GUIDANCE!r} is set with --cfg-scale, not as a condition")
         if cond and INTERVAL in cond:
             raise UserError(f"{INTERVAL!r} is the MeanFlow network's second time, set by the sampler")
-        return request_tensors(self.conditions, cond, n)
+        return request_tensors(self.conditions, self.frame_values(cond), n)
+
+    def frame_values(self, cond: dict | None) -> dict | None:
+        """Frame conditions given as a file (a picture or clip to animate) -> model-space values [1, C + 1, k, ...]:
+        read at the model's format by the modality, encoded by the codec."""
+        frames = {c.name: c for c in self.conditions if c.kind == "frames"}
+        if not cond or not frames.keys() & cond.keys():
+            return cond
+        out = dict(cond)
+        for name, c in frames.items():
+            value = out.get(name)
+            if value is None or isinstance(value, torch.Tensor):
+                continue
+            values = []  # one file, or a list of files that cycles over the samples
+            for file in value if isinstance(value, (list, tuple)) else [value]:
+                media = self.modality.read(Path(str(file)), self.cfg, self.codec)  # [1, C, T, ...]
+                with torch.no_grad():
+                    values.append(frame_condition(c, self.codec.encode(media.to(self.device)).float().cpu()))
+            out[name] = torch.cat(values)
+        return out
 
     def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
         """f(x, sigma) with the conditions bound: a guided student gets the scale as an input; any other
@@ -309,6 +336,9 @@ class Generator:
 def load(source: str | Path = "image", device: str = "auto", weights: str = "ema") -> Generator:
     """Load a run directory, checkpoint file, exported folder or bundled model name as a Generator (EMA weights)."""
     run = load_run(source, device, weights)
+    if run.model.kind == "codec":
+        raise UserError(f"{run.path} is a codec run (method {run.cfg.method.name}): it generates nothing; name it in "
+                        "a latent model's config (codec.kind: latent, codec.path)")
     apply_speed_options(run.model, run.cfg.sample.channels_last, run.cfg.sample.compile)
     return Generator(run.cfg, run.model, run.codec, run.modality, run.device, run.path, run.conditions)
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from cm_media import files
-from cm_media.conditions import drop_conditions
+from cm_media.conditions import derived_conditions, drop_conditions
 from cm_media.errors import UserError
 from cm_media.math.schedules import ema_warmup_decay
 from cm_media.methods import METHODS, build_method
@@ -52,6 +52,8 @@ def lr_at(step: int, cfg) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):  # buffers follow the model (an autoencoder's latent_scale)
+        e.copy_(b)
 
 
 def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
@@ -271,6 +273,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
                     with torch.no_grad():
                         x0 = codec.encode(x0)
                 cond = {k: v.to(device) for k, v in get_cond(dataset, idx).items()}
+                cond.update(derived_conditions(conditions, x0))  # frame conditions: cut from each clean sample
                 if conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
                     drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_dropout
                     cond = drop_conditions(conditions, cond, drop[dd.rank * local_batch: (dd.rank + 1) * local_batch])
@@ -322,6 +325,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
                         "bad_steps": bad_steps,
                         "nonfinite_steps": window_bad,
                         "elapsed_s": round(time.perf_counter() - t0, 3),
+                        **method.log_values(),  # e.g. a codec run's reconstruction PSNR
                     }
                     with files.writing(run_dir / "metrics.jsonl"):
                         metrics.write(json.dumps(rec) + "\n")

@@ -1,4 +1,6 @@
-"""Video modality: [B, C, T, H, W] clips, the built-in `moving-digits` dataset, mp4/webm/gif output through PyAV."""
+"""Video modality: [B, C, T, H, W] clips, the built-in `moving-digits` dataset, Moving MNIST and real footage at
+64x64 (pixels or a trained codec's latents), mp4/webm/gif output through PyAV; bundled models `video` (moving
+digits), `moving-mnist` (latent, asked for by digits) and `footage` (latent, animates a first frame)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality, html_image
 
-from .codec import VideoCodec, VideoCodecConfig, frame_size, probe
+from .codec import VideoCodecConfig, build_video_codec, frame_size, probe, resolve_latent
 from .datasets import VideoDataConfig, build_dataset
 from .edit import crossfade_fill, frame_mask, runs_of
 from .io import ClipsWriter
@@ -31,6 +33,8 @@ class VideoModality(Modality):
         ("--scale", {"type": int, "help": "video: integer upscaling of written videos "
                                           "(default: enough for 128 px on the short side; 1 keeps the model size)"}),
         ("--separate", {"action": "store_true", "help": "video: one file per sample instead of a grid"}),
+        ("--first-frame", {"metavar": "FILE", "help": "video: animate this picture (or a video's first frame); "
+                                                      "models trained with the first_frame condition"}),
     ]
     bench_options: ClassVar[list] = [
         ("--frames", {"type": int, "help": "video: time and measure memory at this many frames "
@@ -38,9 +42,12 @@ class VideoModality(Modality):
     ]
     rate_columns: ClassVar[dict] = {"frames_per_s": "frames/s"}
     demo_order = 20  # the demo's second section, after audio
+    # `cm-media generate moving-mnist --cond digit1=3 --cond digit2=7`, `cm-media generate footage --first-frame x.png`
+    extra_bundled: ClassVar[dict] = {"moving-mnist": "pretrained_moving_mnist", "footage": "pretrained_footage"}
+    demo_digits: ClassVar[list] = [("3", "7"), ("1", "4"), ("0", "9"), ("5", "2")]  # what the demo asks moving-mnist for
 
     def build_codec(self, cfg):
-        return VideoCodec(cfg.codec)
+        return build_video_codec(cfg.codec)
 
     def build_dataset(self, cfg, codec, split="train"):
         return build_dataset(cfg, codec, split)
@@ -49,8 +56,11 @@ class VideoModality(Modality):
         """The longest clip one sample may be: checks.MAX_SAMPLE_ELEMENTS model values."""
         return max(1, checks.MAX_SAMPLE_ELEMENTS // (codec.channels * math.prod(codec.size)))
 
-    def sample_shape(self, cfg, codec, frames=None, seconds=None, fps=None, **options):
+    def sample_shape(self, cfg, codec, frames=None, seconds=None, fps=None, first_frame=None, **options):
         """(C, T, H, W): T from --frames, else --seconds times the fps, else the training clip length."""
+        if first_frame is not None:  # the CLI turns it into the first_frame condition of a model that takes one
+            raise UserError("--first-frame needs a model trained with the first_frame condition (data.cond: "
+                            "[first_frame]); this one takes none")
         limit = self.max_frames(cfg, codec)
         if frames is None and seconds is not None:
             seconds = checks.number(seconds, "--seconds", 0, lo_open=True)
@@ -104,12 +114,16 @@ class VideoModality(Modality):
             checks.number(d.clip_hop, "data.clip_hop", 0, lo_open=True)
         if hasattr(d, "cache_clips"):
             checks.integer(d.cache_clips, "data.cache_clips", 0)
+        resolve_latent(c)  # a latent codec: its autoencoder's config, read from codec.path once and recorded
 
     def edit_mask(self, spec, model_shape, cfg):
         return frame_mask(spec, model_shape)
 
     def edit_guess(self, media, mask, cfg):
         return crossfade_fill(media, runs_of(mask[0, 0, :, 0, 0]))  # the runs of frames to regenerate
+
+    def demo_models(self):
+        return [self.name, *self.extra_bundled]
 
     def demo_request(self, cfg):
         return DemoRequest(4, "video.mp4", save={"separate": True})  # video/0000.mp4, ... and video_frames.png

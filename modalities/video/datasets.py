@@ -1,6 +1,11 @@
-"""Video datasets: built-in `moving-digits` (Moving-MNIST style, made in code) and a folder of video files.
+"""Video datasets: built-in `moving-digits` (Moving-MNIST style, made in code), `moving_mnist` (the benchmark's
+setting with OpenCV's handwritten digits, moving_mnist.py), `footage` (real camera footage from Debian packages,
+footage.py) and a folder of video files.
 
-Items are model tensors [C, T, H, W] in [-1, 1] at the codec's frames, size and fps.
+Items are model tensors [C, T, H, W] in [-1, 1] at the codec's frames, size and fps; with a learned codec (an
+`nn.Module`) they are pixels [C, T, H, W] in [0, 1] instead (`encoded = False`), which the training loop encodes
+on the model's device. Every dataset offers the condition `first_frame` (the clip's own first frame, cut from
+each encoded clip by the training loop) besides its labels.
 """
 
 from __future__ import annotations
@@ -18,14 +23,14 @@ from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 from modalities.image.datasets import digits_pixels, split
 
-from .codec import VIDEO_SUFFIXES, probe
+from .codec import VIDEO_SUFFIXES, frame_size, probe
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class VideoDataConfig:
-    dataset: str = "moving-digits"  # moving-digits | folder
+    dataset: str = "moving-digits"  # moving-digits | moving_mnist | footage | folder
     root: str | None = None  # the folder, for dataset: folder
     holdout: float = 0.1  # share kept out of training for evaluation
     clips: int = 2000  # moving-digits: clips made (train + eval)
@@ -35,7 +40,34 @@ class VideoDataConfig:
     seed: int = 0  # moving-digits: the clips are a function of this seed
     clip_hop: float = 0.5  # folder: clip starts are this share of a clip length apart
     cache_clips: int = 512  # folder: decoded clips kept in memory (uint8)
-    cond: list = field(default_factory=list)  # labels to condition on: moving-digits has "digit1", "digit2"
+    sources: list = field(default_factory=list)  # footage: source names (default: cockatoo, city, vtest)
+    # conditions: moving-digits and moving_mnist label "digit1", "digit2"; every dataset has "first_frame"
+    cond: list = field(default_factory=list)
+
+
+def learned(codec) -> bool:
+    """A codec with weights encodes on the model's device in the training loop: datasets serve pixels."""
+    return isinstance(codec, torch.nn.Module)
+
+
+def serve(codec, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels [..., C, T, H, W] in [0, 1] as dataset items: model tensors, or the pixels for a learned codec."""
+    return pixels if learned(codec) else codec.encode(pixels)
+
+
+def fit_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+    """[B, C, T, H, W] with C 1 or 3 -> the codec's channels (grey repeated, or RGB to luma)."""
+    if pixels.shape[1] == channels:
+        return pixels
+    if channels == 3:
+        return pixels.expand(-1, 3, *pixels.shape[2:]).contiguous()
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=pixels.dtype).view(1, 3, 1, 1, 1)
+    return (pixels * luma).sum(1, keepdim=True)
+
+
+def first_frame_condition(codec) -> dict[str, tuple[Condition, None]]:
+    """The `first_frame` condition of every video dataset: cut from each (encoded) clip by the training loop."""
+    return {"first_frame": (Condition("first_frame", kind="frames", dim=codec.channels, frames=1), None)}
 
 
 class ClipDataset(Labelled):
@@ -43,15 +75,34 @@ class ClipDataset(Labelled):
 
     def __init__(self, clips: torch.Tensor, codec):
         self.clips, self.codec = clips, codec
+        self.encoded = not learned(codec)
 
     def __len__(self):
         return self.clips.shape[0]
 
     def __getitem__(self, i):
-        return self.codec.encode(self.clips[i].float() / 255.0)
+        return serve(self.codec, self.clips[i].float() / 255.0)
 
     def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.codec.encode(self.clips[indices].float() / 255.0)  # [B, C, T, H, W]
+        return serve(self.codec, self.clips[indices].float() / 255.0)  # [B, C, T, H, W]
+
+
+class GeneratedClips(Labelled):
+    """Clips a source makes on demand (`get_clips(indices)` -> pixels [B, C, T, H, W] in [0, 1]: Moving MNIST,
+    footage crops), fitted to the codec's channels and served as model tensors (pixels for a learned codec)."""
+
+    def __init__(self, source, codec, channels: int):
+        self.source, self.codec, self.channels = source, codec, channels
+        self.encoded = not learned(codec)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return self.get_batch(torch.tensor([int(i)]))[0]
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return serve(self.codec, fit_channels(self.source.get_clips(indices), self.channels))
 
 
 def _trajectory(rng: np.random.Generator, frames: int, room: tuple[int, int], speed) -> np.ndarray:
@@ -98,7 +149,7 @@ def moving_digits(
 def moving_digits_dataset(cfg, codec, part: str) -> ClipDataset:
     """The built-in dataset; eval clips use held-out digit images and their own seed."""
     dc = cfg.data
-    h, w = codec.size
+    h, w = frame_size(codec.cfg.size)
     if not 1 <= dc.digit_size <= min(h, w):
         raise UserError(f"data.digit_size must be between 1 and the frame size {min(h, w)}, got {dc.digit_size}")
     if dc.max_digits < 1:
@@ -115,9 +166,9 @@ def moving_digits_dataset(cfg, codec, part: str) -> ClipDataset:
     n = counts.stop - counts.start
     clips, shown = moving_digits(n, codec.cfg.frames, (h, w), glyphs, dc.max_digits, dc.speed,
                                  seed=dc.seed * 2 + (part != "train"), labels=labels)
-    if codec.channels == 3:
+    if codec.cfg.channels == 3:
         clips = clips.expand(-1, 3, -1, -1, -1).contiguous()
-    available = {}
+    available = first_frame_condition(codec)
     for k in range(dc.max_digits):  # digit k of a clip; "no condition" where the clip shows fewer digits
         cond = Condition(f"digit{k + 1}", classes=[str(d) for d in range(10)])
         available[cond.name] = (cond, torch.where(shown[:, k] < 0, 10, shown[:, k]))
@@ -134,6 +185,7 @@ class FolderClips(Labelled):
     def __init__(self, windows: list[tuple[Path, float]], codec, cache_clips: int):
         self.windows, self.codec = windows, codec
         self.cache_clips = cache_clips
+        self.encoded = not learned(codec)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def __len__(self):
@@ -152,7 +204,7 @@ class FolderClips(Labelled):
         return clip
 
     def __getitem__(self, i):
-        return self.codec.encode(self._clip(int(i)).float() / 255.0)
+        return serve(self.codec, self._clip(int(i)).float() / 255.0)
 
     def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
         return torch.stack([self[int(i)] for i in indices])  # [B, C, T, H, W]
@@ -197,13 +249,57 @@ def folder_dataset(cfg, codec, part: str) -> FolderClips:
     else:  # too few files: hold out the last clips instead
         flat = [w for f in per_file for w in f]
         windows = flat[split(len(flat), dc.holdout, part)]
-    return FolderClips(windows, codec, dc.cache_clips).use_conditions(list(dc.cond), {})
+    return FolderClips(windows, codec, dc.cache_clips).use_conditions(list(dc.cond), first_frame_condition(codec))
+
+
+def _square_size(cfg) -> int:
+    h, w = frame_size(cfg.codec.size)
+    if h != w:
+        raise UserError(f"data.dataset {cfg.data.dataset} makes square frames: codec.size must be one number, got "
+                        f"{cfg.codec.size}")
+    return h
+
+
+def _part_clips(dc, part: str) -> tuple[str, int]:
+    """(source split, clip count): training clips are `data.clips`; held-out ones a `data.holdout` share of it
+    (at least 256), drawn from held-out digits or footage."""
+    if part == "train":
+        return "train", dc.clips
+    return "test", max(256, round(dc.clips * dc.holdout))
+
+
+def moving_mnist_dataset(cfg, codec, part: str) -> GeneratedClips:
+    """Moving MNIST at the codec's size and clip length, labelled digit1 / digit2 (the two digits shown)."""
+    from .moving_mnist import MovingMNIST
+
+    dc = cfg.data
+    split_name, n = _part_clips(dc, part)
+    source = MovingMNIST(split_name, num_clips=n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed)
+    labels = source.labels  # [N, 2]
+    available = first_frame_condition(codec)
+    for k in range(labels.shape[1]):
+        cond = Condition(f"digit{k + 1}", classes=[str(d) for d in range(10)])
+        available[cond.name] = (cond, labels[:, k])
+    return GeneratedClips(source, codec, codec.cfg.channels).use_conditions(list(dc.cond), available)
+
+
+def footage_dataset(cfg, codec, part: str) -> GeneratedClips:
+    """Random crops of real footage (footage.py); held out: the last 20% of each file."""
+    from .footage import DEFAULT_SOURCES, Footage
+
+    dc = cfg.data
+    split_name, n = _part_clips(dc, part)
+    source = Footage(split_name, num_clips=n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed,
+                     fps=cfg.codec.fps, sources=tuple(dc.sources) or DEFAULT_SOURCES)
+    return GeneratedClips(source, codec, codec.cfg.channels).use_conditions(list(dc.cond), first_frame_condition(codec))
+
+
+DATASETS = {"moving-digits": moving_digits_dataset, "moving_mnist": moving_mnist_dataset,
+            "footage": footage_dataset, "folder": folder_dataset}
 
 
 def build_dataset(cfg, codec, part: str = "train"):
     name = cfg.data.dataset
-    if name == "moving-digits":
-        return moving_digits_dataset(cfg, codec, part)
-    if name == "folder":
-        return folder_dataset(cfg, codec, part)
-    raise UserError(f"unknown data.dataset {name!r} for video (moving-digits or folder)")
+    if name not in DATASETS:
+        raise UserError(f"unknown data.dataset {name!r} for video ({', '.join(DATASETS)})")
+    return DATASETS[name](cfg, codec, part)

@@ -22,6 +22,15 @@ PRESETS: dict[str, dict] = {
     # moving-digits-full's widths with full 3x3x3 convolutions, for comparison
     "conv3d-small": {"arch": "unet", "channels": 16, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
                      "down_stride": [1, 2, 2], "attn_levels": [2]},
+    # 64x64 clips on a CPU, the same network two ways: on 16x16 latents of a 4x codec (4 or 8 channels), and on
+    # pixels folded into 4x4 patches (pixel unshuffle: 16 or 48 channels at 16x16); top level 16x16, levels 16/8/4
+    "latent-small": {"arch": "spacetime_unet", "channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
+                     "temporal_attn_levels": [1, 2]},
+    "pixel64-small": {"arch": "spacetime_unet", "channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
+                      "patch_size": 4, "temporal_attn_levels": [1, 2]},
+    # 16x16 latents on a GPU
+    "latent-base": {"arch": "spacetime_unet", "channels": 96, "channel_mult": [1, 2, 2], "num_res_blocks": 2,
+                    "temporal_attn_levels": [0, 1, 2], "spatial_attn_levels": [1, 2]},
     # 64x64 clips on a GPU
     "small": {"arch": "spacetime_unet", "channels": 64, "channel_mult": [1, 2, 2, 4], "num_res_blocks": 2,
               "temporal_attn_levels": [1, 2, 3], "spatial_attn_levels": [3]},
