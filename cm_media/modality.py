@@ -50,8 +50,10 @@ class DemoRequest:
 
     n: int
     target: str  # file or folder name, e.g. "images.png" or "audio" (a folder of numbered clips)
-    generate: dict = field(default_factory=dict)  # keyword options for Generator.generate (e.g. seconds)
+    generate: dict = field(default_factory=dict)  # keyword options for Generator.generate (e.g. seconds, cond)
     save: dict = field(default_factory=dict)  # keyword options for Generator.save (e.g. separate)
+    # what each sample was asked for (e.g. "class=seven"), one per sample: the report writes it beside the sample
+    labels: list[str] = field(default_factory=list)
 
 
 class Codec(Protocol):
@@ -184,6 +186,16 @@ class Modality:
     def demo_model(self) -> str:
         """The bundled model `cm-media demo` shows for this modality (default: the one named like it)."""
         return self.name
+
+    def demo_models(self) -> list[str]:
+        """The bundled models `cm-media demo` shows for this modality, a report section each (default: demo_model);
+        one that is not installed is skipped with a note."""
+        return [self.demo_model()]
+
+    def data_note(self, cfg) -> str | None:
+        """Why the real data of config `cfg` cannot be read now without a long preparation (e.g. a set that is not
+        rendered yet), or None. `cm-media demo` then skips that model's benchmark with this note."""
+        return None
 
     def demo_request(self, cfg) -> DemoRequest:
         """How many samples the demo generates with the model of config `cfg`, where and with which options."""

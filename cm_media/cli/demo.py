@@ -2,8 +2,9 @@
 step each, and a report (report.md and report.html, which plays the media inline) with a small speed-vs-quality
 table and plot per modality from the benchmark harness. Nothing is downloaded; a missing bundled model is skipped.
 
-What differs per modality comes from its `Modality` hooks (demo_order, demo_model, demo_request, demo_files,
-demo_describe, demo_bench_sizes, report_markdown, report_html), so this module names no modality.
+What differs per modality comes from its `Modality` hooks (demo_order, demo_models, demo_request, demo_files,
+demo_describe, demo_bench_sizes, data_note, report_markdown, report_html), so this module names no modality. A
+modality may show several bundled models (a section each); a request's labels are written beside its samples.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class Section:
     modality: str
     source: str
     description: str
+    name: str = ""  # the bundled model's name (default: the modality's)
     files: list[Path] = field(default_factory=list)  # the media shown in the report
+    labels: list[str] = field(default_factory=list)  # what each file was asked for (the request), if anything
     extra: list[Path] = field(default_factory=list)  # e.g. the video frame grid
     load_s: float = 0.0
     generate_s: float = 0.0
@@ -40,6 +43,16 @@ class Section:
     bench_s: float | None = None
     records: list[dict] = field(default_factory=list)
     plot: Path | None = None
+    note: str = ""  # e.g. why the benchmark was skipped
+
+    def __post_init__(self):
+        self.name = self.name or self.modality
+
+    @property
+    def title(self) -> str:
+        """"Audio" for a modality's default model, "Audio: notes" for another of its models."""
+        head = self.modality.capitalize()
+        return head if self.name == self.modality else f"{head}: {self.name}"
 
 
 def _say(text: str) -> None:
@@ -98,6 +111,8 @@ def _generate(section: Section, gen, out: Path, seed: int, steps: int) -> None:
     paths = gen.save(media, out / request.target, **request.save)
     section.save_s = time.perf_counter() - t0
     section.files, section.extra = (list(p) for p in modality.demo_files(list(paths)))
+    if len(request.labels) == len(section.files):
+        section.labels = list(request.labels)
     section.description = modality.demo_describe(gen.cfg, media, request.n, steps)
 
 
@@ -130,7 +145,7 @@ def _bench(section: Section, out: Path, seed: int, device: str, samples: int | N
     t0 = time.perf_counter()
     records = bench.run_bench([section.source], opts)
     section.records = records
-    section.plot = bench.write_plot(records, out / f"bench_{section.modality}.png")
+    section.plot = bench.write_plot(records, out / f"bench_{section.name}.png")
     section.bench_s = time.perf_counter() - t0
 
 
@@ -150,33 +165,38 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
     models = models or {}
     sections, skipped = [], []
     for m in only:
-        source = models.get(m)
-        if source is None:
-            source = get_modality(m).demo_model()
-            folder = bundled_model_dir(source)
-            if folder is None:
-                note = _missing_note(m, source)
-                _say(f"note: skipping {m}: {note}")
-                skipped.append((m, note))
-                continue
-            source = source if source == m else str(folder)  # a model named like its modality loads by name
-        section = Section(m, source, "")
-        t0 = time.perf_counter()
-        gen = load(source, device=device)
-        section.load_s = time.perf_counter() - t0
-        if gen.cfg.modality != m:
-            raise UserError(f"--model {m}={source} is a {gen.cfg.modality} model, not {m}")
-        _generate(section, gen, out, seed, steps)
-        more = f" (+{len(section.files) - 1} more)" if len(section.files) > 1 else ""
-        _say(f"{m}: {section.description} in {section.generate_s:.2f} s (load {section.load_s:.2f} s, "
-             f"write {section.save_s:.2f} s) -> {section.files[0]}{more}")
-        sections.append(section)
+        given = models.get(m)
+        for name in [m] if given is not None else get_modality(m).demo_models():
+            source = given
+            if source is None:
+                folder = bundled_model_dir(name)
+                if folder is None:
+                    note = _missing_note(m, name)
+                    _say(f"note: skipping {name}: {note}")
+                    skipped.append((name, note))
+                    continue
+                source = name if name == m else str(folder)  # a model named like its modality loads by name
+            section = Section(m, source, "", name=name)
+            t0 = time.perf_counter()
+            gen = load(source, device=device)
+            section.load_s = time.perf_counter() - t0
+            if gen.cfg.modality != m:
+                raise UserError(f"--model {m}={source} is a {gen.cfg.modality} model, not {m}")
+            _generate(section, gen, out, seed, steps)
+            section.note = get_modality(m).data_note(gen.cfg) or ""
+            more = f" (+{len(section.files) - 1} more)" if len(section.files) > 1 else ""
+            _say(f"{name}: {section.description} in {section.generate_s:.2f} s (load {section.load_s:.2f} s, "
+                 f"write {section.save_s:.2f} s) -> {section.files[0]}{more}")
+            sections.append(section)
     if not sections:
         raise UserError("no model to run: no bundled model is installed and none was given with --model")
     if run_bench:
         for section in sections:
+            if section.note:
+                _say(f"{section.name}: benchmark skipped: {section.note}")
+                continue
             _bench(section, out, seed, device, bench_samples)
-            _say(f"{section.modality}: speed-vs-quality table (1 and 2 steps, real-data and noise rows) in "
+            _say(f"{section.name}: speed-vs-quality table (1 and 2 steps, real-data and noise rows) in "
                  f"{section.bench_s:.1f} s -> {section.plot}")
     total = time.perf_counter() - t_start
     md, page = write_report(out, sections, skipped, total, steps)
@@ -202,7 +222,7 @@ def _machine() -> str:
 def _timing_rows(sections: list[Section]) -> list[list[str]]:
     rows = []
     for s in sections:
-        rows.append([s.modality, s.description, f"{s.load_s:.2f}", f"{s.generate_s:.2f}", f"{s.save_s:.2f}",
+        rows.append([s.name, s.description, f"{s.load_s:.2f}", f"{s.generate_s:.2f}", f"{s.save_s:.2f}",
                      "-" if s.bench_s is None else f"{s.bench_s:.1f}"])
     return rows
 
@@ -214,7 +234,7 @@ STYLE = (
     ".media{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figcaption{font-size:12px;color:#555}"
     "img.pixel,video{image-rendering:pixelated}.note{color:#555;font-size:13px}"
 )
-TIMING_HEADER = ["modality", "what", "load s", "generate s", "write s", "benchmark s"]
+TIMING_HEADER = ["model", "what", "load s", "generate s", "write s", "benchmark s"]
 SPEED_QUALITY_NOTE = (
     "Latency is per batch, the median of 2 timed runs; FD and KID (lower is better) compare generated samples "
     "with held-out real data on hand-crafted features; `data (train split)` is the score of real data (the "
@@ -233,10 +253,17 @@ def _markdown(out: Path, sections: list[Section], skipped, total: float, steps: 
     for m, note in skipped:
         lines += [f"*{m}: skipped, {note}.*", ""]
     for s in sections:
-        lines += [f"## {s.modality.capitalize()}", "", f"{s.description}; model `{s.source}`.", ""]
+        lines += [f"## {s.title}", "", f"{s.description}; model `{s.source}`.", ""]
         modality = get_modality(s.modality)
-        lines += [", ".join(modality.report_markdown(_rel(p, out)) for p in s.files), ""]
+        if s.labels:  # a row per sample, the request beside it
+            lines += ["| request | sample |", "|---|---|"]
+            lines += [f"| `{label}` | {modality.report_markdown(_rel(p, out))} |" for label, p in zip(s.labels, s.files)]
+            lines.append("")
+        else:
+            lines += [", ".join(modality.report_markdown(_rel(p, out)) for p in s.files), ""]
         lines += [modality.report_markdown(_rel(p, out), extra=True) for p in s.extra] + ([""] if s.extra else [])
+        if s.note:
+            lines += [f"*Benchmark skipped: {s.note}.*", ""]
         if s.records:
             lines += ["Speed vs quality:", "", to_markdown(s.records), f"![speed vs quality]({_rel(s.plot, out)})", ""]
     if any(s.records for s in sections):
@@ -269,12 +296,20 @@ def _html(out: Path, sections: list[Section], skipped, total: float, steps: int)
     for m, note in skipped:
         parts.append(f'<p class="note">{html.escape(m)}: skipped, {html.escape(note)}.</p>')
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.modality.capitalize())}</h2>")
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
         parts.append(f"<p>{html.escape(s.description)}; model <code>{html.escape(s.source)}</code>.</p>")
         modality = get_modality(s.modality)
-        parts.append('<div class="media">')
-        parts += [modality.report_html(_rel(p, out)) for p in s.files]
-        parts.append("</div>")
+        if s.labels:  # a row per sample, the request beside it
+            parts.append('<table class="requests"><thead><tr><th>request</th><th>sample</th></tr></thead><tbody>')
+            parts += [f"<tr><td><code>{html.escape(label)}</code></td><td>{modality.report_html(_rel(p, out))}</td></tr>"
+                      for label, p in zip(s.labels, s.files)]
+            parts.append("</tbody></table>")
+        else:
+            parts.append('<div class="media">')
+            parts += [modality.report_html(_rel(p, out)) for p in s.files]
+            parts.append("</div>")
+        if s.note:
+            parts.append(f'<p class="note">Benchmark skipped: {html.escape(s.note)}.</p>')
         parts += [f"<p>{modality.report_html(_rel(p, out), extra=True)}</p>" for p in s.extra]
         if s.records:
             parts.append("<h3>Speed vs quality</h3>")

@@ -137,3 +137,59 @@ def quality_metrics(real, fake, k: int = 3, kid_blocks: int = 10, standardize: b
     p, r = precision_recall(real, fake, k)
     return {"fd": frechet_distance(real, fake), "kid": k_.value, "kid_se": k_.se, "precision": p, "recall": r,
             "kid_blocks": k_.blocks}
+
+
+# ---------------------------------------------------------------- classifier scores (SC09-style)
+# p: class probabilities [N, K] of generated samples from a classifier trained on the real data.
+
+
+def _probs(p) -> torch.Tensor:
+    p = torch.as_tensor(p).detach().to("cpu", torch.float64)
+    if p.ndim != 2:
+        raise ValueError(f"class probabilities must be [N, K], got shape {tuple(p.shape)}")
+    return p.clamp_min(1e-12) / p.clamp_min(1e-12).sum(1, keepdim=True)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.log()).sum(-1)
+
+
+def inception_score(p) -> float:
+    """Inception Score exp(E_x KL(p(y|x) || p(y))), p(y) the mean prediction (Salimans et al. 2016); 1..K."""
+    p = _probs(p)
+    marginal = p.mean(0, keepdim=True)
+    return math.exp(float((p * (p.log() - marginal.log())).sum(1).mean()))
+
+
+def modified_inception_score(p) -> float:
+    """Modified IS exp(E_{x,x'} KL(p(y|x) || p(y|x'))) over all pairs x != x' (Gurumurthy et al. 2017): high
+    when each sample is confident and samples differ from each other."""
+    p = _probs(p)
+    n = p.shape[0]
+    if n < 2:
+        return float("nan")
+    logp = p.log()
+    # sum over pairs of KL(p_i || p_j) = sum_i n (-H(p_i)) - sum_{i,j} p_i . log p_j ; the i = j terms are 0
+    cross = p @ logp.T  # [N, N]: sum_y p_i(y) log p_j(y)
+    total = float(-(_entropy(p)).sum() * n - cross.sum())
+    return math.exp(total / (n * (n - 1)))
+
+
+def am_score(p, real_marginal) -> float:
+    """AM score KL(p*(y) || p(y)) + E_x H(p(y|x)) (Zhou et al. 2018), p* the real data's label distribution [K]:
+    0 is best (confident samples whose classes are spread like the real data's)."""
+    p = _probs(p)
+    star = torch.as_tensor(real_marginal, dtype=torch.float64).clamp_min(1e-12)
+    star = star / star.sum()
+    marginal = p.mean(0)
+    return float((star * (star.log() - marginal.log())).sum() + _entropy(p).mean())
+
+
+def classifier_scores(p, real_marginal=None, labels=None) -> dict[str, float]:
+    """IS, modified IS, AM score (with `real_marginal`) and accuracy (with the requested `labels` [N])."""
+    out = {"is": inception_score(p), "mis": modified_inception_score(p)}
+    if real_marginal is not None:
+        out["am"] = am_score(p, real_marginal)
+    if labels is not None:
+        out["accuracy"] = float((torch.as_tensor(p).argmax(1).cpu() == torch.as_tensor(labels).cpu()).double().mean())
+    return out

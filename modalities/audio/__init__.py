@@ -1,4 +1,5 @@
-"""Audio modality: waveform, compressed-STFT or log-mel model tensors, built-in `tones`, wav/flac output."""
+"""Audio modality: waveform, compressed-STFT or log-mel model tensors, built-in `tones`, the rendered
+`spoken_digits` and `notes` sets, wav/flac output; bundled models `audio` (tones), `spoken-digits` and `notes`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cm_media.modality import DemoRequest, Modality
 
 from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
 from .codec import ClipWriter
-from .datasets import AudioDataConfig, build_dataset
+from .datasets import AudioDataConfig, build_dataset, rendered_note
 from .edit import read_recording, time_mask
 from .presets import PRESETS
 from .representations import AudioCodecConfig, build_codec
@@ -37,6 +38,11 @@ class AudioModality(Modality):
     ]
     rate_columns: ClassVar[dict] = {"real_time_factor": "RTF"}
     demo_order = 10  # the demo's first section
+    # `cm-media generate spoken-digits --class seven`, `cm-media generate notes --cond pitch=60 --cond instrument=flute`
+    extra_bundled: ClassVar[dict] = {"spoken-digits": "pretrained_spoken_digits", "notes": "pretrained_notes"}
+    # the notes the demo asks the notes model for: (MIDI pitch, instrument family)
+    demo_notes: ClassVar[list] = [("60", "keyboard"), ("64", "guitar"), ("67", "brass"), ("72", "flute"),
+                                  ("48", "bass"), ("55", "reed"), ("76", "string"), ("84", "mallet")]
 
     def build_codec(self, cfg):
         return build_codec(cfg.codec)
@@ -110,10 +116,31 @@ class AudioModality(Modality):
     def edit_mask(self, spec, model_shape, cfg):
         return time_mask(spec, model_shape, cfg, self.build_codec(cfg))
 
+    def demo_models(self):
+        return [self.name, *self.extra_bundled]
+
+    def data_note(self, cfg):
+        return rendered_note(cfg)
+
     def demo_request(self, cfg):
-        # 4 clips, each as long as the clips the model was trained on: one note each for the bundled tones
+        # clips as long as the clips the model was trained on: 4 tones for the unconditional bundled model; a
+        # conditional model is asked for each of its words (classes), or for notes by pitch and instrument
         seconds = {"seconds": cfg.data.seconds}
-        return DemoRequest(4, "audio", generate=seconds, save=seconds)
+        target = "audio" if cfg.data.dataset in ("tones", "folder") else cfg.data.dataset
+        conds = {c["name"]: [str(v) for v in c.get("classes") or []] for c in cfg.backbone.get("cond") or []
+                 if c.get("kind", "class") == "class" and c.get("classes")}
+        if not conds:
+            return DemoRequest(4, target, generate=seconds, save=seconds)
+        if set(conds) == {"pitch", "instrument"}:
+            pairs = [(p, i) for p, i in self.demo_notes if p in conds["pitch"] and i in conds["instrument"]]
+            request = {"pitch": [p for p, _ in pairs], "instrument": [i for _, i in pairs]}
+        elif len(conds) == 1 and len(next(iter(conds.values()))) <= 12:  # every class once (the ten words)
+            request = dict(conds)
+        else:  # up to 8 samples, each condition's classes evenly spaced
+            request = {k: [v[round(j * (len(v) - 1) / 7)] for j in range(8)] for k, v in conds.items()}
+        n = max(len(v) for v in request.values())
+        labels = [", ".join(f"{k}={v[j % len(v)]}" for k, v in request.items()) for j in range(n)]
+        return DemoRequest(n, target, generate={**seconds, "cond": request}, save=seconds, labels=labels)
 
     def demo_describe(self, cfg, media, n, steps):
         rate = cfg.codec.sample_rate

@@ -1,6 +1,7 @@
-"""Audio datasets of model tensors: built-in `tones` (notes synthesized in code) and a folder of audio files.
+"""Audio datasets of model tensors: built-in `tones` (notes synthesized in code), the rendered `spoken_digits`
+and `notes` sets (spoken_digits.py, notes.py: 16 kHz, 1.0 s, cached renders) and a folder of audio files.
 
-Both keep waveforms (or file windows) and encode a batch on access, so any representation trains from them.
+All keep waveforms (or file windows) and encode a batch on access, so any representation trains from them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -17,22 +19,28 @@ from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 
 from .codec import AUDIO_SUFFIXES, audio_info, fit_channels, fit_length, normalize, read_window, resample
+from .notes import Notes
+from .spoken_digits import SpokenDigits, default_cache
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class AudioDataConfig:
-    dataset: str = "tones"  # tones | folder
-    root: str | None = None  # the folder, for dataset: folder
+    dataset: str = "tones"  # tones | spoken_digits | notes | folder
+    root: str | None = None  # folder: the folder; spoken_digits / notes: a rendered set (default: the cache)
     seconds: float = 1.0  # clip (crop) length in training
     crop: str = "random"  # folder: random (a new window each time) | fixed (consecutive windows)
-    holdout: float = 0.1  # share kept out of training for evaluation (the last items)
+    holdout: float = 0.1  # tones / folder: share kept out of training for evaluation (the last items); the rendered
+    # sets keep their own held-out part: spoken_digits whole voices, notes ~10% of each (instrument, pitch)
     tones: int = 2048  # tones: number of notes made
     midi_low: int = 48  # tones: lowest MIDI note (48 = C3, 130.8 Hz)
     midi_high: int = 72  # tones: highest MIDI note (72 = C5, 523.3 Hz)
-    seed: int = 0  # tones: synthesis seed
-    cond: list = field(default_factory=list)  # labels to condition on: tones has "pitch" (MIDI note numbers)
+    seed: int = 0  # tones: synthesis seed; spoken_digits / notes: render seed (word onsets, the notes' split)
+    small: bool = False  # spoken_digits / notes: the small test render (seconds to make; tests only)
+    # labels to condition on: tones "pitch" (MIDI note numbers); spoken_digits "class" (zero..nine);
+    # notes "pitch" ("36".."96") and "instrument" (family names)
+    cond: list = field(default_factory=list)
 
 
 def midi_to_hz(midi: torch.Tensor) -> torch.Tensor:
@@ -178,6 +186,87 @@ class ToneDataset(ClipDataset):
         return super().get_batch(indices)
 
 
+class RenderedDataset(ClipDataset):
+    """One split of a rendered set (`SpokenDigits` or `Notes`): clips read from the cache on first access (fitted to
+    the codec's channels and to data.seconds, normalized as codec.normalize says) and kept in memory."""
+
+    def __init__(self, source, codec, codec_cfg, seconds: float):
+        self.source, self.ccfg = source, codec_cfg
+        length = max(1, round(seconds * codec_cfg.sample_rate))
+        super().__init__(torch.empty(len(source), codec_cfg.channels, length), codec)
+        self.ready = torch.zeros(len(source), dtype=torch.bool)
+
+    def _fill(self, indices: torch.Tensor) -> None:
+        missing = indices[~self.ready[indices]].unique()
+        for part in missing.split(256) if len(missing) else ():
+            wav = self.source.get_waveforms(part)  # [b, 1, T] at the codec's rate
+            for i, w in zip(part.tolist(), wav):
+                w = fit_length(fit_channels(w, self.ccfg.channels), self.media.shape[-1])
+                self.media[i] = normalize(w, self.ccfg.normalize, self.ccfg.peak, self.ccfg.loudness_db)
+            self.ready[part] = True
+
+    def waveforms(self, indices) -> torch.Tensor:
+        """Media [B, C, T] of the chosen clips (what the model is trained to make)."""
+        indices = torch.as_tensor(indices).long()
+        self._fill(indices)
+        return self.media[indices]
+
+    def __getitem__(self, i):
+        self._fill(torch.tensor([int(i)]))
+        return super().__getitem__(i)
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(self.waveforms(indices))
+
+
+RENDERED = ("spoken_digits", "notes")
+
+
+@lru_cache(maxsize=4)
+def cached_rendered(name: str, codec, codec_cfg_key: tuple, root: str | None, small: bool, seed: int,
+                    seconds: float, part: str) -> RenderedDataset:
+    """The RenderedDataset of one split (train: the render's train part, eval: its test part), reused by later
+    builds with the same arguments (a benchmark's reference and baseline rows)."""
+    sample_rate, channels, norm, peak, loudness_db = codec_cfg_key
+    ccfg = SimpleNamespace(sample_rate=sample_rate, channels=channels, normalize=norm, peak=peak,
+                           loudness_db=loudness_db)
+    split = "train" if part == "train" else "test"
+    make = SpokenDigits if name == "spoken_digits" else Notes
+    source = make(root, split=split, sample_rate=sample_rate, small=small, seed=seed)
+    return RenderedDataset(source, codec, ccfg, seconds)
+
+
+def rendered_dataset(cfg, codec, part: str):
+    """spoken_digits (condition `class`: zero..nine) or notes (`pitch`: "36".."96", `instrument`: families)."""
+    d, c = cfg.data, cfg.codec
+    if part not in ("train", "eval"):
+        raise ValueError(f"split part must be 'train' or 'eval', got {part!r}")
+    root = str(Path(d.root).expanduser()) if d.root else None
+    ds = cached_rendered(d.dataset, codec, (c.sample_rate, c.channels, c.normalize, c.peak, c.loudness_db), root,
+                         bool(d.small), d.seed, float(d.seconds), part)
+    src = ds.source
+    if d.dataset == "spoken_digits":
+        word = Condition("class", classes=list(src.class_names))
+        return ds.use_conditions(list(d.cond), {"class": (word, src.labels)})
+    pitch = Condition("pitch", classes=list(src.pitch_names))
+    instrument = Condition("instrument", classes=list(src.instrument_names))
+    return ds.use_conditions(list(d.cond), {"pitch": (pitch, src.pitch_index),
+                                            "instrument": (instrument, src.instruments)})
+
+
+def rendered_note(cfg) -> str | None:
+    """For spoken_digits / notes: a note when the set is not rendered yet (reading it would render it first: a few
+    minutes, and the Debian packages); else None."""
+    d = cfg.data
+    if d.dataset not in RENDERED:
+        return None
+    root = Path(d.root).expanduser() if d.root else default_cache(d.dataset, bool(d.small))
+    if (root / "manifest.json").is_file():
+        return None
+    return (f"the {d.dataset} clips are not rendered yet ({root}); they are rendered on first use, e.g. by "
+            f"`cm-media bench` or training")
+
+
 class FolderDataset(Labelled):
     """Windows of the audio files in a folder, read from disk on access (never whole files).
 
@@ -268,6 +357,8 @@ def build_dataset(cfg, codec, part: str = "train"):
                              d.midi_high, d.seed, s.start, s.stop)
         pitch = Condition("pitch", classes=[str(m) for m in range(d.midi_low, d.midi_high + 1)])
         return tones.use_conditions(list(d.cond), {"pitch": (pitch, tones.labels.long() - d.midi_low)})
+    if d.dataset in RENDERED:
+        return rendered_dataset(cfg, codec, part)
     if d.dataset == "folder":
         if not d.root:
             raise UserError("data.root must name a folder when data.dataset is 'folder'")
@@ -278,4 +369,4 @@ def build_dataset(cfg, codec, part: str = "train"):
         dataset = FolderDataset(infos, windows[split(len(windows), d.holdout, part)], codec, cfg.codec, d.seconds,
                                 d.crop)
         return dataset.use_conditions(list(d.cond), {})
-    raise UserError(f"unknown data.dataset {d.dataset!r} for audio (tones or folder)")
+    raise UserError(f"unknown data.dataset {d.dataset!r} for audio (tones, spoken_digits, notes or folder)")

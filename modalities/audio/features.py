@@ -1,4 +1,5 @@
-"""Audio features for quality metrics that need no download: log-mel and MFCC statistics, spectral descriptors.
+"""Audio features for quality metrics that need no download: log-mel and MFCC statistics, spectral descriptors;
+for the rendered spoken_digits and notes sets also the embedding of the shipped classifier (`learned_features`).
 
 Every group is scaled to values of order one, because the metrics compare raw feature vectors.
 """
@@ -10,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+from .feature_net import classify, load_feature_net
 
 N_MELS = 32
 N_MFCC = 13
@@ -73,3 +76,13 @@ def features(media: torch.Tensor, cfg) -> torch.Tensor:
         mfcc = mfcc_t(mono) / 10  # [B, N_MFCC, frames]
     spectral = torch.from_numpy(spectral_descriptors(mono.numpy(), sample_rate)).float()
     return torch.cat([_mean_std(logmel), _mean_std(mfcc), spectral], 1)
+
+
+def learned_features(media: torch.Tensor, cfg=None) -> torch.Tensor | None:
+    """The shipped audio classifier's 96-d embedding (feature_net.py) for the rendered `spoken_digits` and `notes`
+    sets, which it was trained on; None for other data or when its weights are missing."""
+    if getattr(getattr(cfg, "data", None), "dataset", None) not in ("spoken_digits", "notes"):
+        return None
+    if load_feature_net() is None:
+        return None
+    return classify(media, int(cfg.codec.sample_rate))["embed"]

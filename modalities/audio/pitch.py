@@ -23,8 +23,9 @@ class PitchReport:
 
 
 def clip_pitch(wave: np.ndarray | torch.Tensor, sample_rate: int, min_voiced: float = 0.6,
-               max_spread: float = 0.5, floor_db: float = -20.0) -> PitchReport:
-    """pYIN on a mono clip [T] (channels are averaged for [C, T]); audible = frame RMS within `floor_db` of the peak."""
+               max_spread: float = 0.5, floor_db: float = -20.0, fmin: float = FMIN, fmax: float = FMAX) -> PitchReport:
+    """pYIN on a mono clip [T] (channels are averaged for [C, T]); audible = frame RMS within `floor_db` of the peak;
+    f0 searched in [fmin, fmax] Hz."""
     import librosa
 
     y = torch.as_tensor(wave, dtype=torch.float32)
@@ -35,7 +36,7 @@ def clip_pitch(wave: np.ndarray | torch.Tensor, sample_rate: int, min_voiced: fl
     hop = frame // 4
     if y.shape[-1] < frame:
         y = np.pad(y, (0, frame - y.shape[-1]))
-    f0, voiced, _ = librosa.pyin(y, fmin=FMIN, fmax=min(FMAX, sample_rate / 2 - 1), sr=sample_rate,
+    f0, voiced, _ = librosa.pyin(y, fmin=fmin, fmax=min(fmax, sample_rate / 2 - 1), sr=sample_rate,
                                  frame_length=frame, hop_length=hop, center=True)
     rms = librosa.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0][: len(f0)]
     if rms.max() <= 1e-6:
@@ -56,4 +57,28 @@ def stable_pitch_share(waves: torch.Tensor, sample_rate: int) -> tuple[float, li
     return sum(r.stable for r in reports) / max(len(reports), 1), reports
 
 
-__all__ = ["PitchReport", "clip_pitch", "stable_pitch_share"]
+NOTES_FMIN, NOTES_FMAX = 50.0, 2300.0  # the notes set: MIDI 36-96 (65-2093 Hz) with margin
+
+
+def semitone_error(f0: float, midi: float) -> float:
+    """Signed distance of f0 (Hz) from MIDI note `midi`, in semitones (nan when f0 is nan)."""
+    return 12 * float(np.log2(f0 / (440.0 * 2 ** ((midi - 69) / 12)))) if f0 > 0 else float("nan")
+
+
+def pitch_accuracy(waves: torch.Tensor, sample_rate: int, midi, tolerance: float = 0.5,
+                   octaves: float | None = 1.1) -> tuple[float, list[float]]:
+    """Share of clips [N, C, T] whose median pYIN f0 (voiced audible frames) lies within `tolerance` semitones of
+    the requested MIDI pitch midi [N], and each clip's signed error in semitones (nan: no pitch found).
+
+    pYIN searches `octaves` either side of the requested pitch (3x faster than the whole 36-96 range; octave errors
+    are still seen), or NOTES_FMIN..NOTES_FMAX with octaves=None."""
+    errors = []
+    for w, m in zip(waves, torch.as_tensor(midi).tolist()):
+        f = 440.0 * 2 ** ((float(m) - 69) / 12)
+        lo, hi = (NOTES_FMIN, NOTES_FMAX) if octaves is None else (max(f / 2 ** octaves, 32.0), f * 2 ** octaves)
+        errors.append(semitone_error(clip_pitch(w, sample_rate, fmin=lo, fmax=hi).f0, float(m)))
+    hits = sum(abs(e) <= tolerance for e in errors if e == e)
+    return hits / max(len(errors), 1), errors
+
+
+__all__ = ["PitchReport", "clip_pitch", "pitch_accuracy", "semitone_error", "stable_pitch_share"]
