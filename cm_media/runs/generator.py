@@ -320,7 +320,7 @@ class Generator:
         shape = self.shape(**options)
         opt = self.options(steps, bf16, None, cfg_scale)
         per_batch = self.batch_for(shape, batch_size)
-        conds = self.batch_conditions(cond, n, seed)
+        conds = self.batch_conditions(cond, n)  # a slerp path keeps "no condition": a class per sample would jump
 
         def batches():
             z0 = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed_a))
