@@ -237,7 +237,8 @@ def test_sampler_steps_and_times():
 
 
 def test_meanflow_net_x0_estimate():
-    """forward(x, sigma) = z - t u(z, 0, t) with t = sigma / (1 + sigma), z = x / (1 + sigma)."""
+    """forward(x, sigma) = z - t u(z, 0, t) with t = sigma / (1 + sigma), z = x / (1 + sigma); the backbone sees
+    c_noise = t / 1000 and the interval (t - r) / 100 (both times at frequencies up to 1 rad per unit)."""
     class Lin(torch.nn.Module):
         def forward(self, z, t, cond):
             return 0.5 * z + append_dims(t + 2 * cond[INTERVAL], z.ndim)
@@ -246,7 +247,7 @@ def test_meanflow_net_x0_estimate():
     x, sigma = torch.randn(2, 1, 3), torch.tensor([1.0, 3.0])
     t = sigma / (1 + sigma)
     z = x / append_dims(1 + sigma, 3)
-    expect = z - append_dims(t, 3) * (0.5 * z + append_dims(t + 2 * t, 3))
+    expect = z - append_dims(t, 3) * (0.5 * z + append_dims(t / 1000 + 2 * t / 100, 3))
     assert torch.allclose(net(x, sigma), expect, atol=1e-6)
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from cm_media.errors import UserError
 from cm_media.math import losses
 from cm_media.math.parameterization import TrigFlow, append_dims, edm_scalings, trigflow_time
 from cm_media.methods.scm import SCM, SCMConfig
@@ -21,8 +22,9 @@ SD = 0.5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _randomized_trigflow():
-    net = TrigFlow(UNet(UNetConfig(dims=2, channels=16, channel_mult=[1, 2], num_res_blocks=1)), SD)
+def _randomized_trigflow(time_scale=1.0):
+    net = TrigFlow(UNet(UNetConfig(dims=2, channels=16, channel_mult=[1, 2], num_res_blocks=1)), SD,
+                   time_scale=time_scale)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in net.parameters():
@@ -30,15 +32,17 @@ def _randomized_trigflow():
     return net
 
 
-def test_trigflow_is_the_edm_denoiser_in_trig_time():
-    """f(x_t, t) = cos t x_t - sin t sd F = D_edm(x_t / cos t, sd tan t), and F = -backbone(x_t / sd, ln(sd tan t) / 4)."""
-    net = _randomized_trigflow()
+@pytest.mark.parametrize("time_scale", [1.0, 1e-3])
+def test_trigflow_is_the_edm_denoiser_in_trig_time(time_scale):
+    """f(x_t, t) = cos t x_t - sin t sd F = D_edm(x_t / cos t, sd tan t), and F = -backbone(x_t / sd, c ln(sd tan t)
+    / 4) with c the time scale (1: an EDM teacher's input; 1e-3: sCT's smooth one)."""
+    net = _randomized_trigflow(time_scale)
     x_t = torch.randn(3, 1, 8, 8)
     t = torch.tensor([0.05, 0.7, 1.5])
     f = net.trigflow_consistency(x_t, t)
     sigma = SD * torch.tan(t)
     assert torch.allclose(f, net(x_t / append_dims(torch.cos(t), 4), sigma), atol=1e-5)
-    raw = net.backbone(x_t / SD, torch.log(sigma) / 4)
+    raw = net.backbone(x_t / SD, time_scale * torch.log(sigma) / 4)
     assert torch.allclose(net.trigflow_velocity(x_t, t), -raw, atol=1e-6)
     # EDM's scalings are cos^2 t, sd sin t and cos t / sd in trig time
     c_skip, c_out, c_in = edm_scalings(sigma, SD)
@@ -116,6 +120,14 @@ def test_normalization_weighting_and_nonfinite_masking():
     assert torch.allclose(f.grad[0], -2 * 1.0 * g[0] / 2)  # -2 e^w weight g / D
     bad = losses.scm_loss(torch.tensor([[float("nan"), 0.0]]), torch.tensor([[float("nan"), 0.0]]), torch.ones(1))
     assert torch.isnan(bad).all()  # a non-finite prediction is not hidden: the loop skips the step
+
+
+def test_time_input_per_mode():
+    assert SCM.model_options(SCMConfig()) == {"time_scale": 1e-3}  # sCT: smooth
+    assert SCM.model_options(SCMConfig(teacher="t")) == {"time_scale": 1.0}  # sCD: the EDM teacher's
+    assert SCM.model_options(SCMConfig(time_input="edm")) == {"time_scale": 1.0}
+    with pytest.raises(UserError, match="time_input"):
+        SCMConfig(teacher="t", time_input="smooth")
 
 
 def test_time_sampling_and_warmup():

@@ -59,6 +59,11 @@ class Method:
         return getattr(net, "module", net)
 
     @staticmethod
+    def model_options(cfg) -> dict:
+        """Keyword options of the network's preconditioning (`precondition`), e.g. sCT's smooth time input."""
+        return {}
+
+    @staticmethod
     def extra_conditions(cfg) -> list[Condition]:
         """Inputs the trained network takes beyond the data's conditions (a guided student's guidance scale)."""
         return []

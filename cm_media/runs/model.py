@@ -20,7 +20,8 @@ def build_model(cfg: RunConfig):
     codec = modality.build_codec(cfg)
     backbone = build_backbone(with_method_inputs(cfg), modality.backbone_presets, codec.dims, codec.channels)
     model = precondition(
-        backbone, method_kind(cfg.method.name), sigma_data=cfg.method.sigma_data, sigma_min=cfg.method.sigma_min
+        backbone, method_kind(cfg.method.name), sigma_data=cfg.method.sigma_data, sigma_min=cfg.method.sigma_min,
+        **METHODS[cfg.method.name].model_options(cfg.method),
     )
     return modality, codec, model
 
