@@ -109,9 +109,11 @@ class Generator:
         on 10% of samples). `--cfg-scale 0` with a named class still reaches that entry."""
         classes = [c for c in self.conditions if c.kind == "class"]
         if not cond and classes and seed is not None:
-            g = torch.Generator().manual_seed(seed + 7919)
-            drawn = {c.name: torch.randint(len(c.classes), (n,), generator=g) for c in classes}  # [n] each
-            return lambda start, b: {k: v[start: start + b] for k, v in drawn.items()}
+            # drawn batch by batch as the batches come (in order), so memory does not grow with n; one generator per
+            # condition gives the same classes as drawing all n at once
+            gens = {c.name: torch.Generator().manual_seed(seed + 7919 + i) for i, c in enumerate(classes)}
+            return lambda start, b: {c.name: torch.randint(len(c.classes), (b,), generator=gens[c.name])
+                                     for c in classes}
         period = 1
         for value in (cond or {}).values():
             period = math.lcm(period, max(1, len(_values(value))))
