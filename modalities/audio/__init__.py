@@ -12,11 +12,11 @@ from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality
 
 from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
-from .codec import ClipWriter
+from .codec import AudioCodecConfig, build_codec
 from .datasets import AudioDataConfig, build_dataset, rendered_note
 from .edit import read_recording, time_mask
+from .io import ClipWriter
 from .presets import PRESETS
-from .representations import AudioCodecConfig, build_codec
 
 
 class AudioModality(Modality):

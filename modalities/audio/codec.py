@@ -1,201 +1,172 @@
-"""Audio file I/O: windowed reading through soundfile, resampling, channel mixing, normalization, writing.
+"""Model-space representations of waveforms [B, C, T]: the waveform itself, a compressed complex STFT, log-mel.
 
-Media tensors are waveforms [C, T] (one clip) or [B, C, T] (a batch) in [-1, 1] at the config's sample rate.
+Each is a codec: `encode(media) -> model tensor`, `decode(model) -> media`, with `channels` and `dims`
+describing the model tensor. `frames(samples)` and `samples(frames)` convert between the time axes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
-from cm_media import files
 from cm_media.errors import UserError
-from cm_media.modality import MediaWriter
 
-# suffixes the folder dataset looks at; soundfile (libsndfile >= 1.1) decodes all of them
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
-# output subtypes by suffix and `--format`
-WRITE_SUBTYPES = {(".wav", "pcm16"): "PCM_16", (".wav", "float"): "FLOAT", (".flac", "pcm16"): "PCM_16",
-                  (".flac", "pcm24"): "PCM_24", (".wav", "pcm24"): "PCM_24"}
+REPRESENTATIONS = ("waveform", "stft", "mel")
 
 
 @dataclass
-class AudioInfo:
-    """What soundfile says about a file without decoding it."""
-
-    path: Path
-    frames: int
-    sample_rate: int
-    channels: int
-
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate
-
-
-def audio_info(path: Path) -> AudioInfo:
-    """Frames, rate and channels of an audio file; UserError naming the file when soundfile cannot open it."""
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.LibsndfileError, OSError) as exc:
-        raise UserError(f"cannot read audio file {path}: {exc}") from None
-    frames = info.frames
-    if frames <= 0 or frames >= 2**62:  # some mp3/ogg headers do not say: count by reading
-        frames = _count_frames(path)
-    return AudioInfo(Path(path), int(frames), int(info.samplerate), int(info.channels))
+class AudioCodecConfig:
+    sample_rate: int = 16000  # Hz of the model; files are resampled to it
+    channels: int = 1  # 1 mono, 2 stereo
+    representation: str = "waveform"  # waveform | stft | mel
+    normalize: str = "peak"  # peak | loudness | none (applied to each clip read from files)
+    peak: float = 0.9  # peak after normalization
+    loudness_db: float = -20.0  # RMS level in dBFS for normalize: loudness
+    wave_scale: float = 1.0  # waveform: model tensor = scale * waveform
+    n_fft: int = 256  # stft / mel window
+    hop: int = 128  # stft / mel hop in samples
+    compress: float = 0.5  # stft: the exponent a in |X|^a e^{i phase}
+    spec_scale: float = 0.3  # stft: model tensor = scale * |X|^a e^{i phase}
+    drop_nyquist: bool = True  # stft: drop the Nyquist bin so F = n_fft/2 divides the UNet strides
+    n_mels: int = 40  # mel bands (more than ~n_fft/6 leaves the lowest filters empty)
+    mel_floor: float = 1e-5  # mel: log(max(mel, floor))
+    griffin_lim_iters: int = 32  # mel decoding
 
 
-def _count_frames(path: Path, block: int = 1 << 16) -> int:
-    try:
-        with sf.SoundFile(str(path)) as f:
-            return sum(len(b) for b in f.blocks(blocksize=block, always_2d=True))
-    except (RuntimeError, sf.LibsndfileError, OSError) as exc:
-        raise UserError(f"cannot read audio file {path}: {exc}") from None
+class WaveformCodec:
+    """Identity up to a gain: [B, C, T] waveform <-> [B, C, T] model tensor."""
+
+    dims = 1
+
+    def __init__(self, cfg: AudioCodecConfig):
+        self.cfg = cfg
+        self.channels = cfg.channels
+
+    def frames(self, samples: int) -> int:
+        return samples
+
+    def samples(self, frames: int) -> int:
+        return frames
+
+    def encode(self, media: torch.Tensor) -> torch.Tensor:
+        return media * self.cfg.wave_scale if self.cfg.wave_scale != 1 else media
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.cfg.wave_scale if self.cfg.wave_scale != 1 else x
 
 
-def read_window(path: Path, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, int]:
-    """Frames [start, start+frames) of a file at its own rate -> ([C, n] float32, rate); only that window is read."""
-    try:
-        with sf.SoundFile(str(path)) as f:
-            if start:
-                f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)  # [n, C]
-            rate = f.samplerate
-    except (RuntimeError, sf.LibsndfileError, OSError) as exc:
-        raise UserError(f"cannot read audio file {path}: {exc}") from None
-    return torch.from_numpy(np.ascontiguousarray(data.T)), rate
+class _FramedCodec:
+    """Shared STFT framing: centred Hann windows, `frames = 1 + ceil(samples / hop)`."""
+
+    def __init__(self, cfg: AudioCodecConfig):
+        if cfg.n_fft < 4 or cfg.n_fft % 2:
+            raise UserError(f"codec.n_fft must be an even number >= 4, got {cfg.n_fft}")
+        if not 0 < cfg.hop <= cfg.n_fft // 2:
+            raise UserError(f"codec.hop must be between 1 and n_fft/2 = {cfg.n_fft // 2}, got {cfg.hop}")
+        self.cfg = cfg
+        self.window = torch.hann_window(cfg.n_fft)
+
+    def frames(self, samples: int) -> int:
+        return 1 + math.ceil(samples / self.cfg.hop)
+
+    def samples(self, frames: int) -> int:
+        return (frames - 1) * self.cfg.hop
+
+    def _pad_to_hop(self, wav: torch.Tensor) -> torch.Tensor:
+        extra = (-wav.shape[-1]) % self.cfg.hop
+        return torch.nn.functional.pad(wav, (0, extra)) if extra else wav
+
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, C, T] -> complex [B, C, n_fft/2 + 1, frames]."""
+        b, c, _ = wav.shape
+        wav = self._pad_to_hop(wav.float())
+        spec = torch.stft(wav.reshape(b * c, -1), self.cfg.n_fft, self.cfg.hop, window=self.window.to(wav.device),
+                          center=True, return_complex=True)
+        return spec.reshape(b, c, *spec.shape[-2:])
+
+    def istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """complex [B, C, n_fft/2 + 1, frames] -> [B, C, (frames - 1) * hop]."""
+        b, c, f, t = spec.shape
+        wav = torch.istft(spec.reshape(b * c, f, t), self.cfg.n_fft, self.cfg.hop,
+                          window=self.window.to(spec.device), center=True, length=self.samples(t))
+        return wav.reshape(b, c, -1)
 
 
-def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """[..., T] at orig_rate -> [..., T * new_rate / orig_rate] (torchaudio's windowed-sinc resampler)."""
-    if orig_rate == new_rate:
-        return wav
-    return AF.resample(wav, orig_rate, new_rate)
+class STFTCodec(_FramedCodec):
+    """Compressed complex STFT (|X|^a e^{i phase}, real and imaginary parts as channels), inverted exactly by iSTFT.
+
+    Model tensor [B, 2C, F, frames] with channels ordered (re_0, im_0, re_1, im_1, ...).
+    """
+
+    dims = 2
+
+    def __init__(self, cfg: AudioCodecConfig):
+        super().__init__(cfg)
+        if not 0 < cfg.compress <= 1:
+            raise UserError(f"codec.compress must be in (0, 1], got {cfg.compress}")
+        self.channels = 2 * cfg.channels
+        self.bins = cfg.n_fft // 2 + (0 if cfg.drop_nyquist else 1)
+
+    def encode(self, media: torch.Tensor) -> torch.Tensor:
+        spec = self.stft(media)[:, :, : self.bins]  # [B, C, F, T] complex
+        mag = spec.abs()
+        spec = spec * (mag.clamp_min(1e-12).pow(self.cfg.compress - 1) * self.cfg.spec_scale)
+        x = torch.view_as_real(spec)  # [B, C, F, T, 2]
+        return x.permute(0, 1, 4, 2, 3).flatten(1, 2).contiguous()  # [B, 2C, F, T]
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        b, c2, f, t = x.shape
+        x = x.float().reshape(b, c2 // 2, 2, f, t).permute(0, 1, 3, 4, 2).contiguous()  # [B, C, F, T, 2]
+        spec = torch.view_as_complex(x) / self.cfg.spec_scale
+        mag = spec.abs()
+        spec = spec * mag.clamp_min(1e-12).pow(1 / self.cfg.compress - 1)
+        if self.cfg.drop_nyquist:
+            spec = torch.nn.functional.pad(spec, (0, 0, 0, 1))  # zero Nyquist bin
+        return self.istft(spec)
 
 
-def fit_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
-    """[C_in, T] -> [channels, T]: average to mono, copy mono to every channel, or keep the first channels."""
-    c = wav.shape[0]
-    if c == channels:
-        return wav
-    if channels == 1:
-        return wav.mean(0, keepdim=True)
-    if c == 1:
-        return wav.expand(channels, -1).clone()
-    if c > channels:
-        return wav[:channels]
-    return torch.cat([wav, wav[-1:].expand(channels - c, -1)])
+class MelCodec(_FramedCodec):
+    """Log-mel magnitude [B, C, n_mels, frames] scaled to about [-1, 1]; decoded by Griffin-Lim (lossy)."""
+
+    dims = 2
+
+    def __init__(self, cfg: AudioCodecConfig):
+        super().__init__(cfg)
+        self.channels = cfg.channels
+        self.mel = AT.MelSpectrogram(cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop, n_mels=cfg.n_mels,
+                                     power=1.0, center=True)
+        # least-squares inverse of the filterbank (mel = fb^T @ |X|), computed once; robust to empty filters
+        self.inverse_fb = torch.linalg.pinv(self.mel.mel_scale.fb.T)  # [F, n_mels]
+        # magnitudes are divided by gain = n_fft/4 (a unit sine's Hann-window peak), so a full-scale tone sits
+        # near 1 for any n_fft; log(floor) -> -1 and log(4) -> +1
+        self.gain = cfg.n_fft / 4
+        self.lo, self.hi = math.log(cfg.mel_floor), math.log(4.0)
+
+    def encode(self, media: torch.Tensor) -> torch.Tensor:
+        mel = self.mel.to(media.device)(self._pad_to_hop(media.float())) / self.gain  # [B, C, n_mels, T]
+        logmel = mel.clamp_min(self.cfg.mel_floor).log()
+        return (logmel - self.lo) / (self.hi - self.lo) * 2 - 1
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, m, t = x.shape
+        # x = 1 is a magnitude of 4 (a full-scale sine sits near 0.8): larger model outputs are clipped there
+        mel = ((x.float().clamp(-1, 1) + 1) / 2 * (self.hi - self.lo) + self.lo).exp() * self.gain
+        mag = (self.inverse_fb.to(x.device) @ mel.reshape(b * c, m, t)).clamp_min(0)  # [B*C, F, T]
+        k = self.cfg
+        wav = AF.griffinlim(mag, self.window.to(x.device), k.n_fft, k.hop, k.n_fft, 1.0, k.griffin_lim_iters,
+                            0.99, self.samples(t), True)  # [B*C, samples]
+        return wav.reshape(b, c, -1)
 
 
-def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
-    """Crop or zero-pad the last axis to `length` samples."""
-    n = wav.shape[-1]
-    if n >= length:
-        return wav[..., :length]
-    return torch.nn.functional.pad(wav, (0, length - n))
-
-
-def normalize(wav: torch.Tensor, mode: str = "peak", peak: float = 0.9, loudness_db: float = -20.0,
-              max_gain_db: float = 30.0) -> torch.Tensor:
-    """Scale one clip [C, T]: 'peak' to the given peak, 'loudness' to an RMS level in dBFS (then peak-limited),
-    'none' unchanged. The gain never exceeds max_gain_db, so near-silent crops are not blown up into noise."""
-    if mode == "none":
-        return wav
-    cur_peak = wav.abs().max()
-    if cur_peak < 1e-8:
-        return wav
-    limit = min(float(peak / cur_peak), 10 ** (max_gain_db / 20))
-    if mode == "peak":
-        return wav * limit
-    if mode == "loudness":
-        rms = wav.pow(2).mean().sqrt().clamp_min(1e-8)
-        return wav * min(float(10 ** (loudness_db / 20) / rms), limit)
-    raise UserError(f"unknown codec.normalize {mode!r} (peak, loudness or none)")
-
-
-def peak_limit(wav: torch.Tensor, limit: float = 1.0) -> torch.Tensor:
-    """Scale each clip of [..., C, T] down so its peak is at most `limit`: no clipping, louder clips only get quieter."""
-    peak = wav.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(limit)
-    return wav * (limit / peak)
-
-
-def write_audio(wav: torch.Tensor, path: Path, sample_rate: int, fmt: str = "pcm16") -> Path:
-    """Write one clip [C, T] as wav or flac (by suffix); `fmt` is pcm16, pcm24 or float (wav only)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".wav", ".flac"):
-        raise UserError(f"audio output must end in .wav or .flac, got {path.name}")
-    subtype = WRITE_SUBTYPES.get((suffix, fmt))
-    if subtype is None:
-        raise UserError(f"--audio-format {fmt} is not available for {suffix} (wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
-    # PCM full scale is 1 - 2^-15 on the positive side: stay just under it so nothing wraps or clips
-    data = peak_limit(wav.detach().float().cpu(), 1.0 - 2.0**-15).numpy().T  # [T, C]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), data, sample_rate, subtype=subtype)
-    except (RuntimeError, sf.LibsndfileError, OSError) as exc:
-        raise UserError(f"cannot write audio file {path}: {str(exc).splitlines()[0]}") from None
-    return path
-
-
-class ClipWriter(MediaWriter):
-    """`total` clips [B, C, T] arriving in batches: `x.wav` for one clip, `x_000.wav ...` for several (the width
-    from `total`), or numbered files in a folder when `path` has no suffix; each batch is written as it comes.
-    `length` crops each clip to that many samples; `peak` scales each clip to that peak first, `limit` scales
-    down clips that would clip."""
-
-    def __init__(self, path: Path, total: int, sample_rate: int, fmt: str = "pcm16", length: int | None = None,
-                 peak: float | None = None, limit: bool = False):
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in ("", ".wav", ".flac"):
-            raise UserError(f"audio output must be a .wav or .flac file or a folder, got {path}")
-        if WRITE_SUBTYPES.get((suffix or ".wav", fmt)) is None:
-            raise UserError(f"--audio-format {fmt} is not available for {suffix or '.wav'} "
-                            "(wav: pcm16, pcm24, float; flac: pcm16, pcm24)")
-        self.path, self.total, self.rate, self.fmt, self.length = path, total, sample_rate, fmt, length
-        self.peak, self.limit = peak, limit
-        self.index, self.paths = 0, []
-        if suffix == "":
-            files.output_folder(path)
-        elif total == 1:
-            files.output_file(path)
-        else:
-            files.output_folder(path.parent if str(path.parent) else Path("."))
-        self.width = max(3, int(math.log10(total - 1)) + 1) if total > 1 else 3
-
-    def _name(self, i: int) -> Path:
-        if self.path.suffix == "":
-            return self.path / f"{i:03d}.wav"
-        if self.total == 1:
-            return self.path
-        return self.path.with_name(f"{self.path.stem}_{i:0{self.width}d}{self.path.suffix}")
-
-    def add(self, media):
-        if self.peak is not None:
-            media = media / media.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-9) * self.peak
-        if self.limit:
-            media = peak_limit(media)
-        if self.length is not None:
-            media = media[..., : self.length]
-        for clip in media:
-            self.paths.append(write_audio(clip, self._name(self.index), self.rate, self.fmt))
-            self.index += 1
-
-    def close(self):
-        return self.paths
-
-
-def save_clips(media: torch.Tensor, path: Path, sample_rate: int, fmt: str = "pcm16",
-               length: int | None = None) -> list[Path]:
-    """Write [B, C, T] clips: `x.wav` for one clip, `x_000.wav ...` for several, or numbered files in a folder
-    when `path` has no suffix. `length` crops each clip to that many samples."""
-    with ClipWriter(path, media.shape[0], sample_rate, fmt, length) as writer:
-        writer.add(media)
-        return writer.close()
+def build_codec(cfg: AudioCodecConfig):
+    if cfg.representation not in REPRESENTATIONS:
+        raise UserError(f"unknown codec.representation {cfg.representation!r} ({', '.join(REPRESENTATIONS)})")
+    if cfg.channels < 1:
+        raise UserError(f"codec.channels must be >= 1, got {cfg.channels}")
+    if cfg.sample_rate < 1000:
+        raise UserError(f"codec.sample_rate must be at least 1000 Hz, got {cfg.sample_rate}")
+    return {"waveform": WaveformCodec, "stft": STFTCodec, "mel": MelCodec}[cfg.representation](cfg)

@@ -18,7 +18,7 @@ import torch
 from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 
-from .codec import AUDIO_SUFFIXES, audio_info, fit_channels, fit_length, normalize, read_window, resample
+from .io import AUDIO_SUFFIXES, audio_info, fit_channels, fit_length, normalize, read_window, resample
 from .notes import Notes
 from .spoken_digits import SpokenDigits, default_cache
 

@@ -12,7 +12,7 @@ import torch
 
 from cm_media.errors import UserError
 
-from .codec import audio_info, fit_channels, normalize, read_window, resample
+from .io import audio_info, fit_channels, normalize, read_window, resample
 
 MAX_EDIT_SECONDS = 60.0  # longest recording `cm-media edit audio` takes (the whole clip is one model input)
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from cm_media.errors import UserError
-from modalities.audio.codec import (
+from modalities.audio.io import (
     audio_info,
     fit_channels,
     normalize,

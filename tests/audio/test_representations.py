@@ -8,7 +8,7 @@ import torch
 from cm_media.errors import UserError
 from cm_media.runs.config import config_from_dict
 from modalities.audio import MODALITY
-from modalities.audio.representations import AudioCodecConfig, STFTCodec, build_codec
+from modalities.audio.codec import AudioCodecConfig, STFTCodec, build_codec
 
 
 def speech_like(rate=16000, seconds=1.0, channels=1, seed=0):
