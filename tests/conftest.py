@@ -9,6 +9,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: two spin-waiting threads on a busy 2-core machine make these small ops 20x slower.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def digits_config():
     return os.path.join(ROOT, "configs", "image", "digits_ict.yaml")
 

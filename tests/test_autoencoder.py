@@ -8,14 +8,7 @@ import torch
 from cm_media.nn import codec_losses as cl
 from cm_media.nn.autoencoder import Autoencoder, AutoencoderConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: two spin-waiting threads on a busy 2-core machine make these small ops 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_2d_autoencoder_codes_frames_and_video():

@@ -28,12 +28,7 @@ HAVE_DIGITS = mm.find_debian_file(mm.DIGITS_PACKAGE, ["digits.png", "digits.png.
 needs_digits = pytest.mark.skipif(not HAVE_DIGITS, reason="Debian package opencv-doc is not installed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _sets(d):

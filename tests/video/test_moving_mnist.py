@@ -10,13 +10,7 @@ if mm.find_debian_file(mm.DIGITS_PACKAGE, ["digits.png", "digits.png.gz"], mm.DI
     pytest.skip("Debian package opencv-doc is not installed", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: two spin-waiting threads on a busy 2-core machine make these small ops 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
