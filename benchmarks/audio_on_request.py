@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notes", type=int, default=300, help="notes: (pitch, instrument) requests")
     p.add_argument("--unconditional", action="store_true", help="also score samples made with no condition")
     p.add_argument("--no-real", action="store_true", help="skip the real-data rows")
+    p.add_argument("--real-n", type=int, default=None,
+                   help="score this many real clips per real row (a seeded subset; default: all held-out clips)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -103,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             ref = classify(eval_media, rate)
             refs[dataset] = (ds_eval, ref, marginal)
             if not args.no_real:
-                n = len(eval_media)
-                pick = torch.randperm(len(train_media), generator=torch.Generator().manual_seed(args.seed))[:n]
-                midi_eval = ds_eval.source.pitches if dataset == "notes" else None
+                n = min(args.real_n or len(eval_media), len(eval_media))
+                g = torch.Generator().manual_seed(args.seed)
+                sub, pick = torch.randperm(len(eval_media), generator=g)[:n], torch.randperm(len(train_media), generator=g)[:n]
+                midi_eval = ds_eval.source.pitches[sub] if dataset == "notes" else None
+                held = {k: v[sub] for k, v in ref.items()}
                 rows.append({"model": f"real {dataset} held-out", "steps": 0, "nfe": 0, **scores(
-                    ref, rate, ref["embed"], head, marginal, eval_labels, eval_media, midi_eval)})
+                    held, rate, ref["embed"], head, marginal, eval_labels[sub], eval_media[sub], midi_eval)})
                 tr = classify(train_media[pick], rate)
                 midi_train = ds_train.source.pitches[pick] if dataset == "notes" else None
                 rows.append({"model": f"real {dataset} train", "steps": 0, "nfe": 0, **scores(

@@ -11,7 +11,10 @@ from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality
 
-from . import stft_unet  # noqa: F401  registers backbone.arch "stft_unet"
+from . import (
+    spec_unet,  # noqa: F401  registers backbone.arch "spec_unet"
+    stft_unet,  # noqa: F401  registers backbone.arch "stft_unet"
+)
 from .codec import AudioCodecConfig, build_codec
 from .datasets import AudioDataConfig, build_dataset, rendered_note
 from .edit import read_recording, time_mask

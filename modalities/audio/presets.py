@@ -33,6 +33,11 @@ PRESETS: dict[str, dict] = {
     # 4x2 (frequency x frames) patches folded into channels, then three levels at 32 channels. About twice as fast
     # as spec-patch's 2x2 patches there (which miss 200x real time at 16 kHz on 2 cores)
     "spec-16k": {"channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1, "patch": [4, 2]},
+    # the same UNet with one or two more input channels (modalities/audio/spec_unet.py): each bin's frequency and,
+    # for a `pitch` condition, the requested note's harmonic comb. The bundled words and notes models' backbone
+    # (with plain spec-16k the notes were at the wrong pitch after 750 steps: 3% within half a semitone)
+    "spec-16k-freq": {"arch": "spec_unet", "channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
+                      "patch": [4, 2], "sample_rate": 16000, "n_fft": 512},
     # the same network seeing a 16 kHz waveform through the same STFT (stft_unet): the comparison's other arm
     "wave-stft-16k": {"arch": "stft_unet", "channels": 32, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
                       "patch": [4, 2], "n_fft": 512, "hop": 250},

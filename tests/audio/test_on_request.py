@@ -63,6 +63,7 @@ def test_spoken_digits_dataset_splits_by_voice_and_labels_words(renders):
     train_ds, held = MODALITY.build_dataset(cfg, codec, "train"), MODALITY.build_dataset(cfg, codec, "eval")
     assert len(train_ds) + len(held) == 10 * len(sd.SMALL_VOICES) and len(held) >= 10
     x = train_ds.get_batch(torch.tensor([0, 3]))
+    assert torch.equal(train_ds.get_batch(torch.tensor([3, 0])), x[[1, 0]])  # read once, then from memory
     assert x.shape == (2, 2, 256, 65)  # n_fft 512 without Nyquist, 16000 / 250 + 1 frames
     assert codec.decode(x).shape == (2, 1, 16000)  # exactly 1.0 s again
     assert torch.allclose(codec.decode(x), train_ds.waveforms(torch.tensor([0, 3])), atol=1e-4)
@@ -231,3 +232,28 @@ def test_bundled_notes_play_the_pitch_and_instrument_asked_for(tmp_path, capsys)
     media = gen.generate(4, steps=1, seed=0, cond={"pitch": ["60", "67"], "instrument": ["keyboard", "brass"]})
     acc, _ = pitch_accuracy(media, 16000, torch.tensor([60, 67, 60, 67]))
     assert acc >= 0.5
+
+
+# ---------------------------------------------------------------- the notes backbone
+
+
+def test_spec_unet_adds_frequency_and_the_requested_harmonics():
+    from cm_media.nn.registry import build_backbone
+    from modalities.audio.presets import PRESETS
+    from modalities.audio.spec_unet import harmonic_comb
+
+    comb = harmonic_comb(torch.tensor([69.0]), 256, 16000, 512, 24, 0.6)[0]  # A4: 440 Hz, bins of 31.25 Hz
+    peaks = [k for k in range(1, 255) if comb[k] > 0.2 and comb[k] >= comb[k - 1] and comb[k] >= comb[k + 1]]
+    assert peaks[:3] == [14, 28, 42] and comb[:10].max() < 0.01  # 440 / 31.25 = 14.08, then 28.2, 42.2
+    cond = [{"name": "pitch", "classes": [str(p) for p in range(36, 97)]}, {"name": "instrument", "classes": ["a", "b"]}]
+    net = build_backbone({"preset": "spec-16k-freq", "channels": 8, "cond": cond}, PRESETS, 2, 2).eval()
+    assert net.unet.inp.in_channels == (2 + 2) * 8  # x's two channels, frequency and comb, in 4x2 patches
+    x = torch.randn(2, 2, 256, 65)
+    with torch.no_grad():
+        asked = net(x, torch.zeros(2), {"pitch": torch.tensor([24, 30]), "instrument": torch.tensor([0, 1])})
+        null = net(x, torch.zeros(2))  # no condition: a zero comb
+    assert asked.shape == null.shape == x.shape
+    table = net._comb_table(256, "cpu")
+    assert table.shape == (62, 256) and table[61].abs().max() == 0
+    plain = build_backbone({"preset": "spec-16k-freq", "channels": 8, "cond": cond[1:]}, PRESETS, 2, 2)
+    assert plain.pitch is None and plain.unet.inp.in_channels == 3 * 8  # frequency channel only
