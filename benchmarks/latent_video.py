@@ -7,6 +7,8 @@
     # models side by side: FD / KID against held-out clips, frame-to-frame change and acceleration against real
     # clips, identity consistency and label accuracy (Moving MNIST), one-step latency and frames/s incl. decode
     python benchmarks/latent_video.py models runs/moving_mnist_pixel_ict runs/moving_mnist_latent_ict --n 128
+    # CPU seconds per training step of configs (what "equal training time" means on a machine shared with others)
+    python benchmarks/latent_video.py steptime configs/video/moving_mnist_pixel_ict.yaml configs/video/moving_mnist_latent_ict.yaml
 
 Every command prints JSON lines and, with --markdown, appends a table. Timings use `--threads` torch threads
 (default 2, "2 cores") and print the machine's load average: this CPU is shared with other jobs.
@@ -59,14 +61,16 @@ def cmd_codec(args) -> list[dict]:
             psnr = codec_losses.psnr(*frames)
             batch = clips[:4]  # 64 frames
             codec.decode(codec.encode(batch))
-            t_enc, t_dec = [], []
+            t_enc, t_dec, c_enc, c_dec = [], [], [], []
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 z = codec.encode(batch)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 codec.decode(z)
                 t_enc.append(t1 - t0)
                 t_dec.append(time.perf_counter() - t1)
+                c_enc.append(c1 - c0)
+                c_dec.append(time.process_time() - c1)
         nframes = batch.shape[0] * batch.shape[2]
         rows.append({
             "codec": str(source), "file": str(codec_file(source)), "dataset": run["data"]["dataset"],
@@ -76,6 +80,9 @@ def cmd_codec(args) -> list[dict]:
             "psnr_db_p10": round(float(psnr.quantile(0.1)), 2),
             "encode_ms_per_frame": round(1000 * statistics.median(t_enc) / nframes, 3),
             "decode_ms_per_frame": round(1000 * statistics.median(t_dec) / nframes, 3),
+            # CPU time: what the work costs whatever else shares the machine (wall time above does not)
+            "encode_cpu_ms_per_frame": round(1000 * statistics.median(c_enc) / nframes, 3),
+            "decode_cpu_ms_per_frame": round(1000 * statistics.median(c_dec) / nframes, 3),
             "threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2),
         })
         print(json.dumps(rows[-1]), flush=True)
@@ -204,15 +211,23 @@ def frame_change(clips: torch.Tensor) -> tuple[float, float]:
     return float(d1.abs().mean()), float(d2.abs().mean())
 
 
-def time_one_step(gen, batch: int, repeats: int, cond: dict | None) -> float:
-    """Median seconds of one-step generation of `batch` clips including the decode (after a warm-up)."""
+def time_one_step(gen, batch: int, repeats: int, cond: dict | None) -> tuple[float, float, float]:
+    """Median (wall seconds, CPU seconds of all threads, decode CPU seconds) of one-step generation of `batch`
+    clips including the decode, after a warm-up."""
     gen.generate(batch, steps=1, seed=0, cond=cond)
-    times = []
+    times, cpu, dec = [], [], []
+    shape = gen.shape()
     for r in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         gen.generate(batch, steps=1, seed=r + 1, cond=cond)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+        z = torch.randn(batch, *shape)
+        c1 = time.process_time()
+        with torch.no_grad():
+            gen.codec.decode(z)
+        dec.append(time.process_time() - c1)
+    return statistics.median(times), statistics.median(cpu), statistics.median(dec)
 
 
 def cmd_models(args) -> list[dict]:
@@ -227,7 +242,7 @@ def cmd_models(args) -> list[dict]:
         cfg = gen.cfg
         dataset = cfg.data.dataset
         opts = bench.BenchOptions(max_references=args.n, seed=0)
-        ref = bench.reference_for(gen, opts, 16)
+        ref = None if args.timing_only else bench.reference_for(gen, opts, 16)
         real = held_out_clips(dataset, args.n, cfg.codec.channels, cfg.codec.size, cfg.codec.frames)
         names = {c.name for c in gen.conditions}
         cond, labels = None, None
@@ -241,12 +256,12 @@ def cmd_models(args) -> list[dict]:
                 z = torch.cat([gen.codec.encode(real[i:i + 16, :, :1]) for i in range(0, args.n, 16)])
             first = torch.cat([z, torch.ones_like(z[:, :1])], 1)
             cond = {**(cond or {}), "first_frame": first}
-        for scale in args.cfg_scales if cond else [None]:
+        for scale in (args.cfg_scales if cond else [None]) if not args.timing_only else []:
             t0 = time.perf_counter()
             media = gen.generate(args.n, steps=1, seed=0, cond=cond, cfg_scale=scale).float()
             gen_s = time.perf_counter() - t0
             quality = bench.media_quality(gen, ref, media)
-            change, accel = frame_change(media)
+            change, accel = frame_change(media.detach())
             real_change, real_accel = frame_change(real)
             row = {"model": str(source), "dataset": dataset, "codec": cfg.codec.kind, "cfg_scale": scale,
                    "first_frame": first is not None, "n": args.n, "fd": round(quality["fd"], 4),
@@ -267,13 +282,47 @@ def cmd_models(args) -> list[dict]:
                 row["real_identity_consistency"] = round(identity_consistency(real_sets), 4)
             rows.append(row)
             print(json.dumps(row), flush=True)
-        latency = time_one_step(gen, args.batch, args.repeats, None)
+        latency, cpu, decode_cpu = time_one_step(gen, args.batch, args.repeats, None)
         frames = args.batch * cfg.codec.frames
         timing = {"model": str(source), "timing_batch": args.batch, "one_step_latency_s": round(latency, 3),
-                  "frames_per_s": round(frames / latency, 1), "threads": torch.get_num_threads(),
+                  "frames_per_s": round(frames / latency, 1), "cpu_s": round(cpu, 3),
+                  # frames per second if the measured CPU time were spread over the threads without waiting
+                  "frames_per_cpu_s_x_threads": round(frames * torch.get_num_threads() / cpu, 1),
+                  "decode_cpu_share": round(decode_cpu / cpu, 3), "threads": torch.get_num_threads(),
                   "bf16": cfg.sample.bf16, "loadavg_1m": round(os.getloadavg()[0], 2)}
         rows.append(timing)
         print(json.dumps(timing), flush=True)
+    return rows
+
+
+def cmd_steptime(args) -> list[dict]:
+    """CPU seconds per training step (data, encoding, forward, backward, optimizer) on one thread: the difference
+    between two short runs, so start-up does not count."""
+    import resource
+    import tempfile
+
+    from cm_media.runs.config import load_config
+    from cm_media.runs.training import train
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    rows = []
+    for config in args.sources:
+        spent = []
+        for steps in (args.short, args.long):
+            cfg = load_config(config, [f"train.steps={steps}", "train.threads=1", "train.checkpoint_every=100000",
+                                       "train.samples=0"])
+            with tempfile.TemporaryDirectory() as tmp:
+                c0, t0 = cpu(), time.perf_counter()
+                train(cfg, Path(tmp) / "run", progress=False)
+                spent.append((cpu() - c0, time.perf_counter() - t0))
+        per_step = (spent[1][0] - spent[0][0]) / (args.long - args.short)
+        rows.append({"config": config, "cpu_s_per_step": round(per_step, 3),
+                     "wall_s_per_step": round((spent[1][1] - spent[0][1]) / (args.long - args.short), 3),
+                     "loadavg_1m": round(os.getloadavg()[0], 2)})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -301,14 +350,20 @@ def main():
     m.add_argument("--batch", type=int, default=16)
     m.add_argument("--repeats", type=int, default=3)
     m.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0])
+    m.add_argument("--timing-only", action="store_true", help="skip the quality measurements")
     m.add_argument("--first-frame", action="store_true", help="models with a first_frame condition: animate the "
                                                               "held-out clips' first frames")
-    for s in (c, k, m):
+    st = sub.add_parser("steptime")
+    st.add_argument("sources", nargs="+")
+    st.add_argument("--short", type=int, default=5)
+    st.add_argument("--long", type=int, default=25)
+    for s in (c, k, m, st):
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--json", default=None, help="also write the rows to this JSON file")
         s.add_argument("--markdown", default=None, help="also write a Markdown table to this file")
     args = p.parse_args()
-    rows = {"codec": cmd_codec, "classifier": cmd_classifier, "models": cmd_models}[args.command](args)
+    rows = {"codec": cmd_codec, "classifier": cmd_classifier, "models": cmd_models,
+            "steptime": cmd_steptime}[args.command](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     if args.markdown:
