@@ -12,10 +12,10 @@ from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality, html_image
 
-from .codec import VideoCodecConfig, build_video_codec, frame_size, probe, resolve_latent
+from .codec import VideoCodecConfig, build_video_codec, frame_size, resolve_latent
 from .datasets import VideoDataConfig, build_dataset
 from .edit import crossfade_fill, frame_mask, runs_of
-from .io import ClipsWriter
+from .io import ClipsWriter, probe
 from .presets import PRESETS
 
 MAX_EDIT_FRAMES = 256  # longest clip `cm-media edit video` takes (the whole clip is one model input)

@@ -23,7 +23,8 @@ from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 from modalities.image.datasets import digits_pixels, split
 
-from .codec import VIDEO_SUFFIXES, frame_size, probe
+from .codec import frame_size
+from .io import VIDEO_SUFFIXES, probe
 
 log = logging.getLogger(__name__)
 

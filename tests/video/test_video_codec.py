@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cm_media.errors import UserError
-from modalities.video.codec import VideoCodec, VideoCodecConfig, VideoWriter, probe, read_clip, write_video
+from modalities.video.codec import VideoCodec, VideoCodecConfig
+from modalities.video.io import VideoWriter, probe, read_clip, write_video
 
 
 def smooth_clip(frames=12, h=32, w=32, channels=1):

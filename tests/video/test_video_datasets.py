@@ -6,7 +6,7 @@ import torch
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
 from cm_media.runs.config import load_config
-from modalities.video.codec import write_video
+from modalities.video.io import write_video
 
 
 @pytest.fixture
