@@ -7,6 +7,7 @@ core edit.
 import json
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -192,7 +193,13 @@ def test_builtin_hooks_keep_the_demo_layout():
     assert [get_modality(n).demo_order for n in ("audio", "video", "image")] == sorted(
         get_modality(n).demo_order for n in ("audio", "video", "image"))
     assert IMAGE.demo_request(None) == DemoRequest(64, "images.png")
-    assert video.demo_request(None) == DemoRequest(4, "video.mp4", save={"separate": True})
+    moving_digits = SimpleNamespace(data=SimpleNamespace(dataset="moving-digits"), backbone={})
+    assert video.demo_request(moving_digits) == DemoRequest(4, "video.mp4", save={"separate": True})
+    mnist = SimpleNamespace(data=SimpleNamespace(dataset="moving_mnist"),
+                            backbone={"cond": [{"name": "digit1"}, {"name": "digit2"}]})
+    pairs = video.demo_request(mnist)
+    assert pairs.target == "moving_mnist.mp4" and pairs.n == len(video.demo_digits)
+    assert pairs.labels[0] == f"digit1={video.demo_digits[0][0]}, digit2={video.demo_digits[0][1]}"
     assert video.demo_files([Path("v/0.mp4"), Path("v_frames.png")]) == ([Path("v/0.mp4")], [Path("v_frames.png")])
     assert video.report_markdown("video_frames.png", extra=True) == "![frames](video_frames.png)"
     assert 'alt="frames, one row per clip"' in video.report_html("video_frames.png", extra=True)

@@ -126,7 +126,18 @@ class VideoModality(Modality):
         return [self.name, *self.extra_bundled]
 
     def demo_request(self, cfg):
-        return DemoRequest(4, "video.mp4", save={"separate": True})  # video/0000.mp4, ... and video_frames.png
+        names = {c["name"] for c in cfg.backbone.get("cond") or []}
+        target = "video.mp4" if cfg.data.dataset == "moving-digits" else f"{cfg.data.dataset}.mp4"
+        if {"digit1", "digit2"} <= names:  # a clip per pair of digits
+            request = {"digit1": [a for a, _ in self.demo_digits], "digit2": [b for _, b in self.demo_digits]}
+            labels = [f"digit1={a}, digit2={b}" for a, b in self.demo_digits]
+            return DemoRequest(len(labels), target, generate={"cond": request}, save={"separate": True}, labels=labels)
+        picture = self.package_dir() / "pretrained_footage" / "first_frame.png"
+        if "first_frame" in names and picture.is_file():  # animate the shipped picture
+            request = {"first_frame": str(picture)}  # two takes on the same picture
+            return DemoRequest(2, target, generate={"cond": request}, save={"separate": True},
+                               labels=[f"first frame: {picture.name}"] * 2)
+        return DemoRequest(4, target, save={"separate": True})  # video/0000.mp4, ... and video_frames.png
 
     def demo_files(self, paths):
         return [p for p in paths if p.suffix != ".png"], [p for p in paths if p.suffix == ".png"]
