@@ -1,4 +1,4 @@
-"""Image modality: [B, C, H, W] tensors, the built-in `digits` dataset, PNG grids."""
+"""Image modality: [B, C, H, W] tensors, the built-in `digits` and Debian's `fashion_mnist` datasets, PNG grids."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class ImageModality(Modality):
     CodecConfig = ImageCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".png"
+    # `cm-media generate fashion-mnist --class sneaker -n 16 --steps 1` (configs/image/fashion_mnist_ict.yaml)
+    extra_bundled: ClassVar[dict] = {"fashion-mnist": "pretrained_fashion_mnist"}
     generate_options: ClassVar[list] = [
         ("--separate", {"action": "store_true",
                         "help": "image/video: one file per sample (in a folder named after --out) instead of a grid"}),
@@ -55,6 +57,7 @@ class ImageModality(Modality):
 
     def validate_config(self, cfg):
         checks.number(cfg.data.holdout, "data.holdout", 0, 1, hi_open=True)
+        checks.integer(cfg.data.limit, "data.limit", 0, 10**9)
         checks.integer(cfg.codec.size, "codec.size", 1, 4096)
         if cfg.codec.channels not in (1, 3):
             raise UserError(f"codec.channels must be 1 or 3, got {cfg.codec.channels}")
@@ -65,22 +68,41 @@ class ImageModality(Modality):
     def edit_mask(self, spec, model_shape, cfg):
         return image_mask(spec, model_shape[-2], model_shape[-1])
 
-    # cm-media demo: a grid of 64 digits, after the audio and video sections
+    # cm-media demo: a grid of 64 digits, after the audio and video sections; then, where it is installed, the
+    # bundled fashion-mnist model's grid with a class per row
     demo_order = 30
     demo_bench_sizes: ClassVar[dict] = {"batch": 64, "num_samples": 128, "max_references": 180}
+    demo_per_class = 10  # a square grid of 10 classes x 10 samples: a class per row
+
+    def demo_models(self):
+        return [self.name, *self.extra_bundled]
 
     def demo_request(self, cfg):
-        return DemoRequest(64, "images.png")
+        classes = _class_condition(cfg)
+        if cfg.data.dataset != "fashion_mnist" or not classes or len(classes) != self.demo_per_class:
+            return DemoRequest(64, "images.png")
+        request = {"class": [c for c in classes for _ in range(self.demo_per_class)]}
+        return DemoRequest(len(request["class"]), "fashion_mnist.png", generate={"cond": request})
 
     def demo_describe(self, cfg, media, n, steps):
         shape = "x".join(str(s) for s in media.shape[1:])
-        return f"a grid of {n} images ({shape}), {steps} step(s)"
+        classes = _class_condition(cfg)
+        rows = f", a class per row: {', '.join(classes)}" if cfg.data.dataset == "fashion_mnist" and classes else ""
+        return f"a grid of {n} images ({shape}){rows}, {steps} step(s)"
 
     def report_markdown(self, rel, extra=False):
         return f"![generated images]({rel})"
 
     def report_html(self, rel, extra=False):
         return f"<figure>{html_image(rel, 'generated images', width=512)}</figure>"
+
+
+def _class_condition(cfg) -> list[str]:
+    """The class names of a model's `class` condition (from its backbone config), or []."""
+    for c in cfg.backbone.get("cond") or []:
+        if c.get("name") == "class" and c.get("kind", "class") == "class":
+            return [str(v) for v in c.get("classes") or []]
+    return []
 
 
 MODALITY = ImageModality()

@@ -1,4 +1,5 @@
-"""Image datasets: built-in `digits` (scikit-learn's bundled 8x8 digits) and a folder of png/jpg files."""
+"""Image datasets: built-in `digits` (scikit-learn's bundled 8x8 digits), `fashion_mnist` (28x28, Debian's
+dataset-fashion-mnist) and a folder of png/jpg files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from cm_media.conditions import Condition, Labelled
 from cm_media.errors import UserError
 
+from .fashion_mnist import FASHION_CLASSES, fashion_pixels
+
 log = logging.getLogger(__name__)
 DIGIT_CLASSES = Condition("class", classes=[str(d) for d in range(10)])
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -18,10 +21,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".ti
 
 @dataclass
 class ImageDataConfig:
-    dataset: str = "digits"  # digits | folder
+    dataset: str = "digits"  # digits | fashion_mnist | folder
     root: str | None = None  # the folder, for dataset: folder
-    holdout: float = 0.1  # share kept out of training for evaluation (the last items)
-    cond: list = field(default_factory=list)  # labels to condition on: digits has "class"
+    # share kept out of training for evaluation (the last items); fashion_mnist's eval split is its test file
+    holdout: float = 0.1
+    # labels to condition on: digits has "class" (0-9), fashion_mnist "class" (tshirt, trouser, ..., boot)
+    cond: list = field(default_factory=list)
+    limit: int = 0  # fashion_mnist: only the first `limit` images of each split (0: all), for quick tests
 
 
 class TensorDataset(Labelled):
@@ -74,6 +80,10 @@ def folder_pixels(root: Path, codec) -> torch.Tensor:
 
 def build_dataset(cfg, codec, part: str = "train") -> TensorDataset:
     data_cfg: ImageDataConfig = cfg.data
+    if data_cfg.dataset == "fashion_mnist":  # the train file / the test file, no holdout
+        pixels, labels = fashion_pixels(part if part == "train" else "eval", data_cfg.limit or None)
+        dataset = TensorDataset(codec.encode(codec.fit(pixels)), labels)
+        return dataset.use_conditions(list(data_cfg.cond), {"class": (FASHION_CLASSES, labels)})
     if data_cfg.dataset == "digits":
         pixels, labels = digits_pixels()
         pixels = codec.fit(pixels)
@@ -82,7 +92,7 @@ def build_dataset(cfg, codec, part: str = "train") -> TensorDataset:
             raise UserError("data.root must name a folder when data.dataset is 'folder'")
         pixels, labels = folder_pixels(Path(data_cfg.root), codec), None
     else:
-        raise UserError(f"unknown data.dataset {data_cfg.dataset!r} for images (digits or folder)")
+        raise UserError(f"unknown data.dataset {data_cfg.dataset!r} for images (digits, fashion_mnist or folder)")
     s = split(pixels.shape[0], data_cfg.holdout, part)
     dataset = TensorDataset(codec.encode(pixels[s]), None if labels is None else labels[s])
     available = {} if labels is None else {"class": (DIGIT_CLASSES, labels[s])}

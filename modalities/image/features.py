@@ -1,7 +1,8 @@
 """Image features for quality metrics that need no download: low-res pixels, gradient maps and statistics.
 
-`features` is hand-crafted and works on any image; `learned_features` is the penultimate layer of the small
-digits classifier shipped in this folder (see feature_net.py), used only for the built-in digits data.
+`features` is hand-crafted and works on any image; `learned_features` is the penultimate layer of a small
+classifier shipped in this folder: the digits net (feature_net.py) for the built-in 8x8 digits, the Fashion-MNIST
+net (fashion_net.py) for 28x28 `fashion_mnist` data.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .fashion_net import load_fashion_net
 from .feature_net import load_feature_net
 
 GRID = 8  # pixels are compared at GRID x GRID
@@ -65,16 +67,42 @@ def features(media: torch.Tensor, cfg=None) -> torch.Tensor:
     return torch.cat([pixels, pooled, orient, stats], 1)
 
 
-def learned_features(media: torch.Tensor, cfg=None) -> torch.Tensor | None:
-    """Penultimate-layer activations of the shipped digits classifier, or None when it does not apply.
+def learned_net(cfg=None, size: int | None = None) -> tuple[torch.nn.Module, int] | None:
+    """(the shipped classifier for this data, its input size), or None: the Fashion-MNIST net for `fashion_mnist`
+    data, the digits net for `digits` data; without a config, by image size (28: Fashion-MNIST, else digits)."""
+    if cfg is None:
+        dataset = "fashion_mnist" if size == 28 else "digits"
+    else:
+        dataset = getattr(getattr(cfg, "data", None), "dataset", None)
+    if dataset == "fashion_mnist":
+        net, size = load_fashion_net(), 28
+    elif dataset == "digits":
+        net, size = load_feature_net(), 8
+    else:
+        return None
+    return None if net is None else (net, size)
 
-    It applies to the built-in digits dataset only (single-channel images resized to 8x8).
+
+def learned_features(media: torch.Tensor, cfg=None) -> torch.Tensor | None:
+    """Penultimate-layer activations of the shipped classifier for this data, or None when none applies.
+
+    Digits: the digits net on grey 8x8 images; fashion_mnist: the Fashion-MNIST net on grey 28x28 images.
     """
-    if cfg is not None and getattr(getattr(cfg, "data", None), "dataset", None) != "digits":
+    found = learned_net(cfg, media.shape[-1])
+    if found is None:
         return None
-    net = load_feature_net()
-    if net is None:
-        return None
-    x = _resize(_gray(media.float().clamp(0, 1)), 8)
+    net, size = found
+    x = _resize(_gray(media.float().clamp(0, 1)), size).cpu()
     with torch.no_grad():
-        return net.embed(x.cpu())
+        return torch.cat([net.embed(x[i:i + 1024]) for i in range(0, max(len(x), 1), 1024)])
+
+
+def classify(media: torch.Tensor, cfg=None) -> torch.Tensor | None:
+    """Class logits [B, 10] of the shipped classifier for this data (see learned_net), or None."""
+    found = learned_net(cfg, media.shape[-1])
+    if found is None:
+        return None
+    net, size = found
+    x = _resize(_gray(media.float().clamp(0, 1)), size).cpu()
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + 1024]) for i in range(0, max(len(x), 1), 1024)])
