@@ -3,7 +3,9 @@
 For each model and step count (and EDM Heun for diffusion models) it measures NFE, latency per batch (median
 of repeats after warm-up), throughput, the bare backbone forward at the same batch (the floor for one step),
 real-time factor (audio) or frames per second (video), peak memory, and FD / KID +- se / precision / recall
-against the run's held-out data. Results are plain dict records; JSON, Markdown and a plot are views of them.
+against the run's held-out data. Each row also counts the FLOPs of that forward (`cm_media.eval.flops`, once per
+model and batch, outside the timed loop) and reports the achieved GFLOP/s and its share of this machine's large
+matmul peak in the same dtype (measured once per run, on first need, and printed above the table). Results are plain dict records; JSON, Markdown and a plot are views of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm import tqdm
 
 from cm_media.errors import UserError
 from cm_media.eval import metrics
+from cm_media.eval.flops import Peaks, forward_flops
 from cm_media.registry import get_modality, modality_options, option_dest, ordered_modalities
 from cm_media.runs.generator import load
 
@@ -44,6 +47,7 @@ class BenchOptions:
     bf16: bool | None = None  # None: the run's sample.bf16
     baselines: bool = True  # add rows for real train-split data and for decoded Gaussian noise
     shape_options: dict = field(default_factory=dict)  # e.g. {"seconds": 60}: the timed/memory shape
+    peak_size: int | None = None  # side of the matmul whose GFLOP/s is the peak; None: 2048 on CPU, 8192 on GPU
     progress: bool = True
 
 
@@ -133,6 +137,7 @@ class Entry:
     label: str
     source: str
     gen: object  # cm_media.generator.Generator
+    flops: dict = field(default_factory=dict)  # (batch, shape, bf16) -> FLOPs of one backbone forward
 
 
 @dataclass
@@ -262,7 +267,24 @@ def _media_rates(gen, media: torch.Tensor, seconds_per_batch: float) -> dict:
     return get_modality(gen.cfg.modality).media_rates(gen.cfg, media, seconds_per_batch)
 
 
-def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Reference) -> dict:
+def forward_efficiency(entry: Entry, backbone, noise, c_noise, bf16: bool, forward_s: float,
+                       peaks: Peaks) -> dict:
+    """FLOPs of one backbone forward (counted once per model, batch and shape), the GFLOP/s it reached in
+    `forward_s` seconds and that rate's share of the matmul peak in the same dtype."""
+    key = (noise.shape[0], tuple(noise.shape[1:]), bool(bf16))
+    if key not in entry.flops:
+        entry.flops[key] = forward_flops(backbone, noise, c_noise, bf16=bf16)  # one untimed forward
+    gflop = entry.flops[key] / 1e9
+    if gflop <= 0 or forward_s <= 0:
+        return {"forward_gflop": gflop, "forward_gflops_per_s": None, "peak_share": None, "matmul_peak_gflops": None}
+    rate = gflop / forward_s
+    peak = peaks.get(noise.device, bf16)
+    return {"forward_gflop": gflop, "forward_gflops_per_s": rate, "peak_share": rate / peak,
+            "matmul_peak_gflops": peak}
+
+
+def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Reference,
+            peaks: Peaks | None = None) -> dict:
     """Speed and quality of one (model, sampler, steps) configuration as a flat record."""
     gen = entry.gen
     dev = gen.device
@@ -286,6 +308,8 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
 
     memory_mib, memory_method, x = peak_memory(sample, dev)  # the first call, which also warms up
     latency, backbone_s = median_times([sample, forward], dev, opts.repeats, opts.warmup)
+    efficiency = forward_efficiency(entry, backbone, noise, c_noise, bf16, backbone_s,
+                                    peaks if peaks is not None else Peaks(opts.peak_size))
     media = gen.codec.decode(x.float())
     (decode_s,) = median_times([lambda: gen.codec.decode(x.float())], dev, opts.repeats, 0)
     media = media.cpu()
@@ -303,6 +327,7 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
         "latency_s": latency, "decode_s": decode_s, "samples_per_s": batch / per_batch,
         "backbone_forward_s": backbone_s,
         "latency_per_forward": latency / (nfe * backbone_s),  # 1.0 = no sampler overhead
+        **efficiency,
         **_media_rates(gen, media, per_batch),
         "peak_memory_mib": memory_mib, "memory_method": memory_method,
         "num_samples": len(gen_media), "reference_size": ref.size, "quality_generation_s": quality_gen_s,
@@ -340,6 +365,7 @@ def run_bench(sources: list[str], opts: BenchOptions | None = None) -> list[dict
     plan = [(e, "consistency", s) for e in entries if e.gen.is_consistency for s in opts.steps]
     plan += [(e, "edm-heun", opts.teacher_steps) for e in entries if not e.gen.is_consistency]
     refs: dict[str, Reference] = {}
+    peaks = Peaks(opts.peak_size)  # measured on first need, once per run
     records, baselines = [], []
     bar = tqdm(plan, desc="bench", unit="config", disable=not opts.progress)
     for entry, sampler, steps in bar:
@@ -350,7 +376,7 @@ def run_bench(sources: list[str], opts: BenchOptions | None = None) -> list[dict
             refs[key] = reference_for(entry.gen, opts, batch)
             if opts.baselines:
                 baselines += baseline_records(entry, opts, refs[key], batch)
-        records.append(measure(entry, sampler, steps, opts, refs[key]))
+        records.append(measure(entry, sampler, steps, opts, refs[key], peaks))
     if len(refs) > 1:  # several references (datasets or codecs): say which model's reference each row is
         for row in baselines:
             row["model"] = f"{row['model']} [{row['reference_of']}]"
@@ -377,15 +403,38 @@ def _rate_columns() -> dict[str, str]:
     return out
 
 
-def to_markdown(records: list[dict]) -> str:
-    """One table row per record; speed columns are empty for baseline rows."""
+def _efficiency_cell(r: dict) -> str:
+    """'412 (21%)': achieved forward GFLOP/s and its share of the matmul peak."""
+    rate, share = r.get("forward_gflops_per_s"), r.get("peak_share")
+    if rate is None:
+        return "-"
+    return f"{rate:.3g}" + (f" ({share * 100:.0f}%)" if share is not None else "")
+
+
+def peak_header(records: list[dict]) -> str:
+    """The matmul peaks the rows' shares refer to, one line ('' when no row has one)."""
+    peaks = {(r["device"], "bf16" if r.get("bf16") else "fp32"): r["matmul_peak_gflops"]
+             for r in records if r.get("matmul_peak_gflops")}
+    if not peaks:
+        return ""
+    return ("matmul peak (large square matmul, same threads): "
+            + ", ".join(f"{dev} {dt} {v:.4g} GFLOP/s" for (dev, dt), v in peaks.items())
+            + "; fwd GFLOP/s (% peak) = counted forward FLOPs / backbone ms")
+
+
+def to_markdown(records: list[dict], header: bool = False) -> str:
+    """One table row per record; speed columns are empty for baseline rows. `header`: the matmul-peak line
+    (`peak_header`) and a blank line above the table."""
     has_net = any("net_fd" in r for r in records)
     rates = {k: h for k, h in _rate_columns().items() if any(k in r for r in records)}  # key -> header
     cols = ["model", "sampler", "NFE", "latency ms", "samples/s", "backbone ms", "latency/(NFE x fwd)"]
     cols += list(rates.values())
     cols += ["peak MiB", "FD", "KID x1e3 (+-se)", "precision", "recall"] + (["net FD"] if has_net else [])
-    cols += ["N gen / ref"]
+    cols += ["fwd GFLOP", "fwd GFLOP/s (% peak)", "N gen / ref"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    top = peak_header(records) if header else ""
+    if top:
+        lines = [top, "", *lines]
     def ms(r: dict, key: str) -> str:
         return _fmt(r[key] * 1e3) if r.get(key) is not None else "-"
 
@@ -397,6 +446,7 @@ def to_markdown(records: list[dict]) -> str:
         kid = f"{r['kid'] * 1e3:.3g}" + (f" +- {se * 1e3:.2g}" if se is not None and math.isfinite(se) else "")
         row += [_fmt(r.get("peak_memory_mib")), _fmt(r["fd"]), kid, _fmt(r["precision"], 2), _fmt(r["recall"], 2)]
         row += [_fmt(r.get("net_fd"))] if has_net else []
+        row += [_fmt(r.get("forward_gflop")), _efficiency_cell(r)]
         row.append(f"{r['num_samples']} / {r['reference_size']}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -494,7 +544,7 @@ def main(args) -> int:
         shape_options=shape_options(args),
     )
     records = run_bench(args.sources, opts)
-    print(to_markdown(records), end="")
+    print(to_markdown(records, header=True), end="")
     for p in write_outputs(records, args.json, args.markdown, args.plot):
         print(f"wrote {p}")
     return 0
