@@ -1,4 +1,8 @@
-"""`cm-media` command line: train, generate, edit, bench, export, demo, info. User mistakes print one `error: ...` line and exit 2."""
+"""`cm-media` command line: train, generate, edit, bench, export, demo, info. User mistakes print one `error: ...` line and exit 2.
+
+Importing this module applies the CPU thread policy (`cm_media.threads`) for the commands that run torch work,
+before anything here imports torch: torch threads = the usable cores other processes leave idle, unless the
+user chose (--threads, CM_MEDIA_THREADS, OMP_NUM_THREADS / MKL_NUM_THREADS / OMP_WAIT_POLICY)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from cm_media import checks, files
+from cm_media import checks, files, threads
 from cm_media.errors import UserError
+
+threads.apply_cli_policy()  # first, before torch loads: its OpenMP runtime reads OMP_NUM_THREADS once
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,6 +167,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     i.add_argument("source", nargs="?", default=None,
                    help="a run, checkpoint, export or bundled model: list its conditions and generation defaults")
     i.add_argument("--json", action="store_true", help="with SOURCE: print {\"conditions\": {name: values}} as JSON")
+    for cmd in (t, g, b, e, d):
+        cmd.add_argument("--threads", type=int, default=None, metavar="N",
+                         help="CPU threads for torch (default: the usable cores other processes leave idle, "
+                              "measured at start; also CM_MEDIA_THREADS=auto|N; train: overrides train.threads)")
     return p, dests
 
 
@@ -394,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser, dests = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise UserError(f"--threads must be >= 1, got {args.threads}")
+            threads.apply_policy(args.threads)  # also when main() is called with its own argv
+            if args.command == "train":
+                args.overrides = [*args.overrides, f"train.threads={args.threads}"]
         if args.command == "train":
             return cmd_train(args)
         if args.command == "generate":

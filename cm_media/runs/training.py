@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cm_media import files
+from cm_media import files, threads
 from cm_media.conditions import derived_conditions, drop_conditions
 from cm_media.errors import UserError
 from cm_media.math.schedules import ema_warmup_decay
@@ -180,8 +180,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     if existing is not None and not resume:
         raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
     tc = cfg.train
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
+    # train.threads N > 0: N threads; 0: the CLI's automatic choice, revised as other processes come and go
+    thread_monitor = threads.training_monitor(tc.threads)
     # store the preset's resolved arguments, so later preset edits cannot break this run's checkpoints
     cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
     restored = None
@@ -264,6 +264,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     try:
         with _Stop() as stop:
             while step < tc.steps:
+                if thread_monitor is not None:
+                    thread_monitor.step()
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, tc)
                 idx = torch.randint(0, len(dataset), (tc.batch_size,), generator=gen)
