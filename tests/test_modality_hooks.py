@@ -144,7 +144,8 @@ def test_display_order_and_modality_options(sketch):
 
 def test_bundled_models_default_and_extra_folders(sketch, tmp_path, monkeypatch):
     image_dir = IMAGE.pretrained_dir()
-    assert IMAGE.bundled_models() == {"image": image_dir}
+    assert IMAGE.bundled_models() == {"image": image_dir,
+                                      "fashion-mnist": IMAGE.package_dir() / "pretrained_fashion_mnist"}
     assert registry.bundled_model_dir("image") == image_dir
     assert registry.find_bundled("image") == image_dir / "model.safetensors"
     assert registry.bundled_model_dir("no-such-model") is None and registry.find_bundled("no-such-model") is None
@@ -192,7 +193,8 @@ def test_builtin_hooks_keep_the_demo_layout():
     audio, video = get_modality("audio"), get_modality("video")
     assert [get_modality(n).demo_order for n in ("audio", "video", "image")] == sorted(
         get_modality(n).demo_order for n in ("audio", "video", "image"))
-    assert IMAGE.demo_request(None) == DemoRequest(64, "images.png")
+    digits = SimpleNamespace(data=SimpleNamespace(dataset="digits"), backbone={})
+    assert IMAGE.demo_request(digits) == DemoRequest(64, "images.png")
     moving_digits = SimpleNamespace(data=SimpleNamespace(dataset="moving-digits"), backbone={})
     assert video.demo_request(moving_digits) == DemoRequest(4, "video.mp4", save={"separate": True})
     mnist = SimpleNamespace(data=SimpleNamespace(dataset="moving_mnist"),
