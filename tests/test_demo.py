@@ -50,6 +50,26 @@ def audio_seconds(audio_args) -> float:
     return gen.modality.num_samples(gen.cfg, gen.cfg.data.seconds) / gen.cfg.codec.sample_rate
 
 
+def extra_audio(audio_args) -> dict[str, int]:
+    """The audio modality's other bundled models the demo shows (a section each, when the bundled audio model is
+    shown rather than --model): folder of their clips -> number of clips (every word, eight requested notes)."""
+    if audio_args:
+        return {}
+    sizes = {"spoken-digits": ("spoken_digits", 10), "notes": ("notes", len(get_modality("audio").demo_notes))}
+    return dict(sizes[name] for name in get_modality("audio").demo_models()[1:] if bundled_available(name))
+
+
+def extra_video() -> dict[str, int]:
+    """The video modality's other bundled models the demo shows: folder of their clips -> number of clips (a clip
+    per requested pair of digits; two takes on the shipped first frame)."""
+    video = get_modality("video")
+    sizes = {"moving-mnist": ("moving_mnist", len(video.demo_digits)), "footage": ("footage", 2)}
+    return dict(sizes[name] for name in video.demo_models()[1:] if bundled_available(name))
+
+
+EXTRA_MODELS = ("spoken-digits", "notes", "moving-mnist", "footage", "fashion-mnist")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, audio_args):
     out = tmp_path_factory.mktemp("demo") / "demo"
@@ -79,8 +99,19 @@ def test_demo_writes_media_and_reports_with_timings(demo, audio_args):
     md = (out / "report.md").read_text()
     for m in ("Audio", "Video", "Image"):
         assert f"## {m}" in md
-    assert md.count("| data (train split) | baseline |") == 3 and md.count("| noise | baseline |") == 3
-    assert md.count("| consistency | 1 |") == 3 and md.count("| consistency | 2 |") == 3
+    # a section per extra audio model, a row per request; its benchmark runs where its real clips are rendered
+    benched = 3 + sum(f"{name}: speed-vs-quality table" in stdout for name in EXTRA_MODELS)
+    assert md.count("| data (train split) | baseline |") == benched and md.count("| noise | baseline |") == benched
+    assert md.count("| consistency | 1 |") == benched and md.count("| consistency | 2 |") == benched
+    for folder, n in extra_audio(audio_args).items():
+        assert len(list((out / folder).glob("*.wav"))) == n and md.count(f"]({folder}/") == n
+        assert all(sf.info(str(w)).duration == 1.0 for w in (out / folder).glob("*.wav"))
+    for folder, n in extra_video().items():
+        assert len(list((out / folder).glob("*.mp4"))) == n and md.count(f"]({folder}/") >= n
+    if bundled_available("fashion-mnist"):
+        assert (out / "fashion_mnist.png").is_file() and "(fashion_mnist.png)" in md
+    if "spoken_digits" in extra_audio(audio_args):
+        assert "| `class=seven` | [007.wav](spoken_digits/007.wav) |" in md
     for ref in ("images.png", "bench_image.png", "audio/000.wav", "video/0000.mp4"):
         assert f"({ref})" in md
 
@@ -95,13 +126,15 @@ class _Refs(HTMLParser):
             self.refs[tag].append(dict(attrs)["src"])
 
 
-def test_report_html_references_every_file_by_relative_path(demo):
+def test_report_html_references_every_file_by_relative_path(demo, audio_args):
     out, _, _ = demo
     parser = _Refs()
     parser.feed((out / "report.html").read_text())
     refs = parser.refs
-    assert refs["audio"] == [f"audio/{i:03d}.wav" for i in range(4)]
-    assert refs["video"] == [f"video/{i:04d}.mp4" for i in range(4)]
+    extra = [f"{folder}/{i:03d}.wav" for folder, n in extra_audio(audio_args).items() for i in range(n)]
+    assert refs["audio"] == [f"audio/{i:03d}.wav" for i in range(4)] + extra
+    extra_clips = [f"{folder}/{i:04d}.mp4" for folder, n in extra_video().items() for i in range(n)]
+    assert refs["video"] == [f"video/{i:04d}.mp4" for i in range(4)] + extra_clips
     assert {"images.png", "video_frames.png", "bench_audio.png", "bench_video.png", "bench_image.png"} <= set(refs["img"])
     for src in refs["audio"] + refs["video"] + refs["img"]:
         assert not os.path.isabs(src) and ".." not in src and (out / src).is_file()
@@ -278,11 +311,12 @@ def test_report_plays_in_headless_chromium(demo, chromium, tmp_path, audio_args)
     page = chromium.evaluate(chromium.open((out / "report.html").as_uri()), INSPECT_MEDIA)
     audio = [m for m in page["media"] if m["tag"] == "audio"]
     video = [m for m in page["media"] if m["tag"] == "video"]
-    assert len(audio) == 4 and len(video) == 4
+    assert len(audio) == 4 + sum(extra_audio(audio_args).values()) and len(video) == 4 + sum(extra_video().values())
     for m in audio + video:
         assert m["error"] is None and m["readyState"] >= 2, m  # HAVE_CURRENT_DATA: decoded, not just fetched
     for m in audio:
-        assert m["duration"] == pytest.approx(audio_seconds(audio_args), abs=0.02), m
+        seconds = audio_seconds(audio_args) if m["src"].startswith("audio/") else 1.0  # words and notes: 1 s
+        assert m["duration"] == pytest.approx(seconds, abs=0.02), m
     for m in video:
         assert m["duration"] == pytest.approx(2.0, abs=0.15), m  # 16 frames at 8 fps
     for m in video:
