@@ -224,8 +224,7 @@ def time_one_step(gen, batch: int, repeats: int, cond: dict | None) -> tuple[flo
         cpu.append(time.process_time() - c0)
         z = torch.randn(batch, *shape)
         c1 = time.process_time()
-        with torch.no_grad():
-            gen.codec.decode(z)
+        gen.decode(z, gen.cfg.sample.bf16)  # as generate decodes
         dec.append(time.process_time() - c1)
     return statistics.median(times), statistics.median(cpu), statistics.median(dec)
 

@@ -95,6 +95,25 @@ def test_classifier_free_guidance_matches_the_formula():
     assert bind(model, None) is model
 
 
+def test_classifier_free_guidance_runs_large_inputs_one_pass_at_a_time(monkeypatch):
+    """The same result whether the two evaluations run as one batch of 2B or one after the other."""
+    from cm_media.math import guidance
+
+    batches = []
+
+    def model(x, s, cond):
+        batches.append(x.shape[0])
+        return x * (1 + cond["class"].float()).reshape(-1, 1, 1, 1) + s.reshape(-1, 1, 1, 1)
+
+    x, s = torch.randn(2, 1, 4, 4), torch.tensor([0.5, 2.0])
+    cond = {"class": torch.tensor([1, 3])}
+    null = null_like([DIGITS], cond)
+    joint = classifier_free(model, cond, null, 1.5)(x, s)
+    monkeypatch.setattr(guidance, "SEQUENTIAL_NUMEL", x.numel())  # this input is now "large"
+    apart = classifier_free(model, cond, null, 1.5)(x, s)
+    assert batches == [4, 2, 2] and torch.allclose(joint, apart)
+
+
 def test_drop_conditions_replaces_whole_samples_with_no_condition():
     pitch = Condition("pitch", classes=["1", "2"])
     cond = {"class": torch.tensor([1, 2, 3]), "pitch": torch.tensor([0, 1, 0])}

@@ -310,9 +310,8 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
     latency, backbone_s = median_times([sample, forward], dev, opts.repeats, opts.warmup)
     efficiency = forward_efficiency(entry, backbone, noise, c_noise, bf16, backbone_s,
                                     peaks if peaks is not None else Peaks(opts.peak_size))
-    media = gen.codec.decode(x.float())
-    (decode_s,) = median_times([lambda: gen.codec.decode(x.float())], dev, opts.repeats, 0)
-    media = media.cpu()
+    media = gen.decode(x, bf16)  # as generate decodes (a learned codec in bf16 when sampling is)
+    (decode_s,) = median_times([lambda: gen.decode(x, bf16)], dev, opts.repeats, 0)
     per_batch = latency + decode_s
 
     t0 = time.perf_counter()
