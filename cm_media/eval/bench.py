@@ -89,16 +89,20 @@ def _proc_status_kib(key: str) -> int | None:
 
 
 def _fix_malloc_threshold(nbytes: int = 128 * 1024) -> None:
-    """Fix glibc's mmap threshold (M_MMAP_THRESHOLD; this also stops it growing on its own).
+    """Fix glibc's mmap threshold (M_MMAP_THRESHOLD) at `nbytes` and its trim threshold (M_TRIM_THRESHOLD) at twice
+    that, the pair glibc's own dynamic rule keeps (setting either stops it adjusting them).
 
     128 KiB while memory is measured: large freed blocks go back to the OS at once, so RSS tracks live tensor
-    memory. Left there, every large activation would be a fresh mmap with page faults on each call, which made
-    timed spectrogram generation up to 2x slower; so timing runs with 32 MiB, glibc's own upper limit."""
+    memory. Timing runs with 32 MiB (glibc's dynamic upper limit) and a 64 MiB trim threshold, which times like
+    plain library use; a fixed mmap threshold alone left the trim threshold at 128 KiB, so every free trimmed
+    the heap and the next call faulted its pages back in: the bundled video and audio models timed 1.4-1.5x
+    slower in the bench than in a plain process (benchmarks/README.md, "Bench timings vs plain use")."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, nbytes)
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2 * nbytes)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
