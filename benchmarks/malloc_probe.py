@@ -27,5 +27,7 @@ for _ in range(3):
     gen.sample(noise, 1, g, opt.bf16)
 ts = []
 for _ in range(15):
-    t = time.perf_counter(); gen.sample(noise, 1, g, opt.bf16); ts.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    gen.sample(noise, 1, g, opt.bf16)
+    ts.append(time.perf_counter() - t)
 print(name, mode, "batch", opt.batch_size, "median ms", round(statistics.median(ts) * 1000, 2))
