@@ -13,7 +13,6 @@ Retrain:  python -m modalities.audio.feature_net   (renders the sets first if th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+
+from cm_media.nn.shipped import load_shipped, save_shipped
 
 WEIGHTS = Path(__file__).with_name("feature_net.safetensors")
 COMMAND = "python -m modalities.audio.feature_net"
@@ -81,14 +82,7 @@ class AudioNet(nn.Module):
 @lru_cache(maxsize=1)
 def load_feature_net() -> AudioNet | None:
     """The shipped network in eval mode (float32), or None when the weights file is missing."""
-    if not WEIGHTS.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    net = AudioNet()
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(WEIGHTS)).items()}
-    net.load_state_dict(state, strict=False)  # the mel filterbank is rebuilt, not stored
-    return net.eval().requires_grad_(False)
+    return load_shipped(AudioNet, WEIGHTS, strict=False)  # the mel filterbank is rebuilt, not stored
 
 
 def resample_to_net(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -202,16 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="train on the small test renders (a smoke test)")
     p.add_argument("--out", default=str(WEIGHTS))
     args = p.parse_args(argv)
-    from safetensors.torch import save_file
-
     net, acc = train_feature_net(args.epochs, args.seed, args.small)
     command = COMMAND + "".join(f" --{k} {v}" for k, v, d in (("epochs", args.epochs, 16), ("seed", args.seed, 0))
                                 if v != d) + (" --small" if args.small else "")
     meta = {"command": command, "epochs": str(args.epochs), "seed": str(args.seed),
             **{f"test_accuracy_{k}": f"{v:.4f}" for k, v in acc.items()}}
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()
              if not k.startswith("mel.")}
-    save_file(state, args.out, metadata={"cm_media_feature_net": json.dumps(meta)})
+    save_shipped(state, args.out, meta)
     print(f"held-out accuracy {acc}; wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
     return 0
 

@@ -9,7 +9,6 @@ Retrain:  python -m modalities.image.fashion_net   (8 epochs, about 4 minutes on
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cm_media.nn.shipped import load_shipped, save_shipped
 
 from .fashion_mnist import CLASSES, fashion_pixels
 
@@ -55,13 +56,7 @@ class FashionNet(nn.Module):
 @lru_cache(maxsize=1)
 def load_fashion_net() -> FashionNet | None:
     """The shipped network in eval mode, or None when the weights file is missing."""
-    if not WEIGHTS.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    net = FashionNet()
-    net.load_state_dict(load_file(str(WEIGHTS)))
-    return net.eval().requires_grad_(False)
+    return load_shipped(FashionNet, WEIGHTS)
 
 
 def evaluate(net: FashionNet, pixels: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
@@ -110,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(WEIGHTS))
     args = p.parse_args(argv)
-    from safetensors.torch import save_file
-
     t0 = time.perf_counter()
     net, acc = train_fashion_net(args.epochs, args.seed)
     meta = {"command": COMMAND + (f" --epochs {args.epochs}" if args.epochs != EPOCHS else "")
@@ -119,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_accuracy": f"{acc:.4f}", "test_images": "10000", "train_images": "60000",
             "epochs": str(args.epochs), "seed": str(args.seed), "classes": ",".join(CLASSES),
             "train_seconds": f"{time.perf_counter() - t0:.0f}", "threads": "1"}
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    save_file(state, args.out, metadata={"cm_media_feature_net": json.dumps(meta)})
+    save_shipped(net.state_dict(), args.out, meta)
     print(f"test accuracy {acc:.4f}; wrote {args.out}")
     return 0
 

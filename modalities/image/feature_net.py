@@ -8,13 +8,14 @@ Retrain:  python -m modalities.image.feature_net   (about 10 s on one CPU core)
 from __future__ import annotations
 
 import argparse
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cm_media.nn.shipped import load_shipped, save_shipped
 
 from .datasets import digits_pixels, split
 
@@ -46,13 +47,7 @@ class DigitsNet(nn.Module):
 @lru_cache(maxsize=1)
 def load_feature_net() -> DigitsNet | None:
     """The shipped network in eval mode, or None when the weights file is missing."""
-    if not WEIGHTS.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    net = DigitsNet()
-    net.load_state_dict(load_file(str(WEIGHTS)))
-    return net.eval().requires_grad_(False)
+    return load_shipped(DigitsNet, WEIGHTS)
 
 
 def train_feature_net(epochs: int = 40, seed: int = 0, holdout: float = 0.1) -> tuple[DigitsNet, float]:
@@ -87,14 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(WEIGHTS))
     args = p.parse_args(argv)
-    from safetensors.torch import save_file
-
     net, acc = train_feature_net(args.epochs, args.seed)
     meta = {"command": COMMAND + (f" --epochs {args.epochs}" if args.epochs != 40 else "")
             + (f" --seed {args.seed}" if args.seed else ""),
             "eval_accuracy": f"{acc:.4f}", "epochs": str(args.epochs), "seed": str(args.seed)}
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    save_file(state, args.out, metadata={"cm_media_feature_net": json.dumps(meta)})
+    save_shipped(net.state_dict(), args.out, meta)
     print(f"eval-split accuracy {acc:.3f}; wrote {args.out}")
     return 0
 
