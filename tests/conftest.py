@@ -43,3 +43,20 @@ def _tiny_overrides(steps=4, **extra):
 def tiny_overrides():
     """Function (steps, **{key: value}) -> ['--set', 'k=v', ...] for fast CLI training runs."""
     return _tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """Function (name, shipped) -> the bundled model `name`, loaded. A missing one fails the test when it is
+    `shipped` (committed with this version) and skips it otherwise."""
+    import cm_media
+    from cm_media.cli.demo import bundled_available
+
+    def load(name: str, shipped: bool):
+        if not bundled_available(name):
+            if shipped:
+                pytest.fail(f"the bundled {name} model is missing (its folder under modalities/ has no weights)")
+            pytest.skip(f"no bundled {name} model yet (export one with cm-media export)")
+        return cm_media.load(name)
+
+    return load

@@ -18,7 +18,6 @@ from safetensors import safe_open
 
 import cm_media
 from cm_media.cli import main
-from cm_media.cli.demo import bundled_available
 from cm_media.eval import bench, metrics
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
@@ -36,28 +35,22 @@ TRAIN_KEYS = ("steps", "batch_size", "lr", "optimizer", "weight_decay", "warmup_
               "bf16", "seed")
 
 
-def _bundled(m):
-    if not bundled_available(m):
-        if m in SHIPPED:
-            pytest.fail(f"the bundled {m} model is missing from modalities/{m}/pretrained")
-        pytest.skip(f"no bundled {m} model yet (export one to modalities/{m}/pretrained with cm-media export)")
-    return cm_media.load(m)
-
-
 @pytest.fixture(scope="module")
-def gens():
-    return {}
+def gens(bundled):
+    """Function m -> the bundled model of modality m, loaded once per module."""
+    cache = {}
 
+    def gen(m):
+        if m not in cache:
+            cache[m] = bundled(m, m in SHIPPED)
+        return cache[m]
 
-def _gen(gens, m):
-    if m not in gens:
-        gens[m] = _bundled(m)
-    return gens[m]
+    return gen
 
 
 @pytest.mark.parametrize("m", ALL)
-def test_bundled_folder_is_small_and_self_describing(m, repo_root):
-    _bundled(m)
+def test_bundled_folder_is_small_and_self_describing(m, gens, repo_root):
+    gens(m)
     folder = get_modality(m).pretrained_dir()
     weights = folder / "model.safetensors"
     assert weights.stat().st_size < 12 * 2**20  # a few MB
@@ -79,9 +72,9 @@ def test_bundled_folder_is_small_and_self_describing(m, repo_root):
 
 
 @pytest.mark.parametrize("m", ALL)
-def test_recorded_command_trains_the_bundled_recipe(m, repo_root):
+def test_recorded_command_trains_the_bundled_recipe(m, gens, repo_root):
     """The recorded config (with its --set overrides) gives the bundled weights' architecture and recipe."""
-    gen = _bundled(m)
+    gen = gens(m)
     argv = shlex.split(load_checkpoint(gen.source)[1]["command"])
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     cfg = load_config(Path(repo_root) / argv[2], sets)
@@ -98,7 +91,7 @@ def test_recorded_command_trains_the_bundled_recipe(m, repo_root):
 
 def test_bundled_image_is_class_conditional_and_makes_the_requested_digit(gens, tmp_path, capsys):
     """`cm-media generate image --class 7 -n 64 --steps 1` gives sevens (the shipped digit classifier agrees)."""
-    gen = _gen(gens, "image")
+    gen = gens("image")
     assert gen.condition_spec() == {"class": [str(d) for d in range(10)]}
     net = load_feature_net()
     for digit in ("7", "2"):
@@ -112,7 +105,7 @@ def test_bundled_image_is_class_conditional_and_makes_the_requested_digit(gens, 
 
 
 def test_bundled_image_generates_digits_grid(gens, tmp_path):
-    gen = _gen(gens, "image")
+    gen = gens("image")
     assert all(p.dtype == torch.float32 for p in gen.model.parameters())  # bf16 storage, float32 compute
     images = gen.generate(16, steps=1, seed=0)
     assert images.shape == (16, 1, 8, 8) and images.dtype == torch.float32
@@ -123,7 +116,7 @@ def test_bundled_image_generates_digits_grid(gens, tmp_path):
 
 
 def test_bundled_video_generates_browser_playable_clips(gens, tmp_path):
-    gen = _gen(gens, "video")
+    gen = gens("video")
     clips = gen.generate(2, steps=1, seed=0)
     c, t, h, w = gen.modality.sample_shape(gen.cfg, gen.codec)
     assert clips.shape == (2, c, t, h, w) == (2, 1, 16, 32, 32)
@@ -140,7 +133,7 @@ def test_bundled_video_generates_browser_playable_clips(gens, tmp_path):
 
 
 def test_bundled_audio_generates_clips_of_the_asked_length(gens, tmp_path):
-    gen = _gen(gens, "audio")
+    gen = gens("audio")
     rate = gen.cfg.codec.sample_rate
     clips = gen.generate(2, steps=1, seed=0, seconds=2.0)
     assert clips.ndim == 3 and clips.shape[:2] == (2, gen.cfg.codec.channels)
@@ -159,7 +152,7 @@ QUALITY_N = {"image": 64, "video": 16, "audio": 32}
 @pytest.mark.parametrize("m", ALL)
 def test_bundled_model_is_far_better_than_untrained(m, gens):
     """FD and KID on the modality's features against held-out real data: trained << untrained of the same config."""
-    gen = _gen(gens, m)
+    gen = gens(m)
     n = QUALITY_N[m]
     ref = gen.modality.features(bench._decode(gen, bench.data_items(gen, "eval", 2 * n, 0), 64), gen.cfg)
     torch.manual_seed(0)

@@ -10,9 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import cm_media
 from cm_media.cli import main
-from cm_media.cli.demo import bundled_available
 from cm_media.errors import UserError
 from cm_media.eval import metrics
 from cm_media.runs.config import config_from_dict, load_config
@@ -197,23 +195,15 @@ def test_demo_asks_for_each_word_and_for_named_notes():
 # ---------------------------------------------------------------- the bundled models
 
 
-def _bundled(name):
-    if not bundled_available(name):
-        if name in SHIPPED:
-            pytest.fail(f"the bundled {name} model is missing (modalities/audio/{MODALITY.extra_bundled[name]})")
-        pytest.skip(f"no bundled {name} model")
-    return cm_media.load(name)
-
-
-def test_bundled_spoken_digits_says_the_words_asked_for(tmp_path, capsys):
-    _bundled("spoken-digits")
+def test_bundled_spoken_digits_says_the_words_asked_for(bundled, tmp_path, capsys):
+    gen = bundled("spoken-digits", "spoken-digits" in SHIPPED)
     assert main(["generate", "spoken-digits", "--class", "seven", "-n", "8", "--steps", "1", "--out",
                  str(tmp_path / "sevens")]) == 0
     wavs = sorted((tmp_path / "sevens").glob("*.wav"))
     assert len(wavs) == 8 and all(sf.info(str(w)).duration == 1.0 for w in wavs)
     clips = torch.stack([torch.from_numpy(sf.read(str(w), dtype="float32")[0]) for w in wavs])[:, None]
     assert classify(clips)["word"].argmax(1).eq(7).any()  # some of them say "seven" to the classifier
-    gen = cm_media.load("spoken-digits")  # 4 of each word: ~50% recognized (benchmarks/README.md), chance is 10%
+    # 4 of each word: ~50% recognized (benchmarks/README.md), chance is 10%
     media = gen.generate(40, steps=1, seed=0, cond={"class": [sd.WORDS[i % 10] for i in range(40)]})
     assert (classify(media.float())["word"].argmax(1) == torch.arange(40) % 10).float().mean() >= 0.35
     capsys.readouterr()
@@ -221,8 +211,8 @@ def test_bundled_spoken_digits_says_the_words_asked_for(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["conditions"] == {"class": list(sd.WORDS)}
 
 
-def test_bundled_notes_play_the_pitch_and_instrument_asked_for(tmp_path, capsys):
-    gen = _bundled("notes")
+def test_bundled_notes_play_the_pitch_and_instrument_asked_for(bundled, tmp_path, capsys):
+    gen = bundled("notes", "notes" in SHIPPED)
     assert main(["generate", "notes", "--cond", "pitch=60", "--cond", "instrument=flute", "-n", "2", "--out",
                  str(tmp_path / "c4.wav")]) == 0
     assert sf.info(str(tmp_path / "c4_000.wav")).duration == 1.0

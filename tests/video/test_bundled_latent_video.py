@@ -9,18 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-import cm_media
 from cm_media.cli import main
-from cm_media.cli.demo import bundled_available
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-SHIPPED = ["moving-mnist", "footage"]  # committed with this version: a missing one fails
-
-
-def _bundled(name):
-    if not bundled_available(name):
-        pytest.fail(f"the bundled {name} model is missing") if name in SHIPPED else pytest.skip(f"no {name}")
-    return cm_media.load(name)
 
 
 def _frames(path):
@@ -28,8 +19,8 @@ def _frames(path):
         return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
 
 
-def test_bundled_moving_mnist_makes_the_requested_digits_clip(tmp_path, capsys):
-    gen = _bundled("moving-mnist")
+def test_bundled_moving_mnist_makes_the_requested_digits_clip(bundled, tmp_path, capsys):
+    gen = bundled("moving-mnist", True)
     assert gen.cfg.codec.kind == "latent" and gen.shape() == (4, 16, 16, 16)  # 4 latent channels, 16 frames, 4x down
     assert main(["generate", "moving-mnist", "--cond", "digit1=3", "--cond", "digit2=7", "-n", "2", "--steps", "1",
                  "--separate", "--out", str(tmp_path / "clip.mp4")]) == 0
@@ -44,8 +35,8 @@ def test_bundled_moving_mnist_makes_the_requested_digits_clip(tmp_path, capsys):
     assert float(media.mean()) < 0.3  # digits on a black background, as the real clips
 
 
-def test_bundled_footage_animates_a_picture(tmp_path):
-    gen = _bundled("footage")
+def test_bundled_footage_animates_a_picture(bundled, tmp_path):
+    gen = bundled("footage", True)
     picture = tmp_path / "photo.png"
     Image.fromarray((torch.rand(80, 96, 3) * 255).byte().numpy()).save(picture)  # any size: resized to 64x64
     assert main(["generate", "footage", "--first-frame", str(picture), "-n", "2", "--steps", "1",
@@ -56,10 +47,10 @@ def test_bundled_footage_animates_a_picture(tmp_path):
                  "--out", str(tmp_path / "x.mp4")]) == 2
 
 
-def test_a_learned_codec_decodes_in_bf16_when_sampling_does():
+def test_a_learned_codec_decodes_in_bf16_when_sampling_does(bundled):
     """Generator.decode: the latent models' decoder runs under bf16 autocast with bf16 sampling (it was most of
     their one-step time), close to the float32 decode; media always come back float32."""
-    gen = _bundled("moving-mnist")
+    gen = bundled("moving-mnist", True)
     z = torch.randn(2, *gen.shape(), generator=torch.Generator().manual_seed(0))
     full, half = gen.decode(z, False), gen.decode(z, True)
     assert full.dtype == half.dtype == torch.float32 and full.shape == half.shape == (2, 1, 16, 64, 64)
