@@ -405,9 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         parser, dests = build_parser()
         args = parser.parse_args(argv)
         if getattr(args, "threads", None) is not None:
-            if args.threads < 1:
-                raise UserError(f"--threads must be >= 1, got {args.threads}")
-            threads.apply_policy(args.threads)  # also when main() is called with its own argv
+            threads.apply_policy(checks.integer(args.threads, "--threads", 1))  # also for main() with its own argv
             if args.command == "train":
                 args.overrides = [*args.overrides, f"train.threads={args.threads}"]
         if args.command == "train":
