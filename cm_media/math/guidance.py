@@ -40,13 +40,10 @@ def classifier_free(model: Callable, cond: dict, null: dict, w: float | torch.Te
     def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         if x.numel() >= SEQUENTIAL_NUMEL:
-            d_cond = model(x, sigma, cond)
-            d_null = model(x, sigma, null)
-            out = d_cond
+            d_cond, d_null = model(x, sigma, cond), model(x, sigma, null)
         else:
-            out = model(torch.cat([x, x]), torch.cat([sigma, sigma]), _cat(cond, null))
-            d_cond, d_null = out[:b], out[b:]
-        scale = append_dims(torch.as_tensor(w, dtype=out.dtype, device=out.device).expand(b), out.ndim)
+            d_cond, d_null = model(torch.cat([x, x]), torch.cat([sigma, sigma]), _cat(cond, null)).split(b)
+        scale = append_dims(torch.as_tensor(w, dtype=d_cond.dtype, device=d_cond.device).expand(b), d_cond.ndim)
         return d_null + scale * (d_cond - d_null)
 
     return guided
