@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from cm_media.nn.embedding import NoiseEmbedding
-from cm_media.nn.layers import Downsample, GroupNorm, ResBlock, conv_nd, norm_groups, patchify, unpatchify, zero_module
+from cm_media.nn.layers import (
+    Downsample,
+    GroupNorm,
+    ResBlock,
+    conv_nd,
+    norm_groups,
+    patchify,
+    unpatchify,
+    zero_module,
+)
 from cm_media.nn.registry import register_arch
 from cm_media.nn.spacetime import SpaceTimeBlock, SpaceTimeUNetConfig
 
