@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cm_media
-from cm_media.eval.bench import BenchOptions, media_quality, reference_for
+from cm_media.eval.bench import BenchOptions, _decode, data_items, media_quality, reference_for
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import load_config
 from cm_media.runs.training import train
@@ -77,22 +77,50 @@ PITCH_CLIPS = 64
 
 
 class TaskScore:
-    """The modality's task measure of decoded samples: realistic digits, or stable-pitch tones on the first
-    `PITCH_CLIPS` clips (pYIN is slow)."""
+    """The set's task measure of decoded samples: realistic digits; stable-pitch tones on the first `PITCH_CLIPS`
+    clips (pYIN is slow); fashion_mnist: the share of class-conditional samples (`cond`: the classes in turn) that
+    the shipped Fashion-MNIST net classifies as the class asked for; none (NaN) for moving_digits."""
+
+    MEASURES = {"digits": "realistic share", "tones": "stable-pitch share", "fashion_mnist": "class accuracy",
+                "moving_digits": "none"}
 
     def __init__(self, name: str):
-        self.name = name
+        self.name, self.measure = name, self.MEASURES[name]
         if name == "digits":
             from digits_quality import Reference, classifier, score
 
             self.clf, self.ref, self.score = classifier(), Reference(), score
 
-    def __call__(self, media: torch.Tensor, gen) -> float:
+    def cond(self) -> dict | None:
+        """The request every sample is generated with (None: unconditional)."""
+        if self.name != "fashion_mnist":
+            return None
+        from modalities.image.fashion_mnist import CLASSES
+
+        return {"class": CLASSES}  # cycles: sample i asks for class i % 10
+
+    def __call__(self, media: torch.Tensor, gen, labels: torch.Tensor | None = None) -> float:
         if self.name == "digits":
             return self.score(self.clf, self.ref, media.reshape(len(media), -1).numpy())["realistic"]
+        if self.name == "fashion_mnist":
+            from modalities.image.features import classify
+
+            labels = torch.arange(len(media)) % 10 if labels is None else labels
+            return float((classify(media, gen.cfg).argmax(1) == labels).float().mean())
+        if self.name == "moving_digits":
+            return float("nan")
         from modalities.audio.pitch import stable_pitch_share
 
         return stable_pitch_share(media[:PITCH_CLIPS], gen.cfg.codec.sample_rate)[0]
+
+    def real(self, gen, n: int) -> float:
+        """The measure of real held-out data (fashion_mnist: the whole test file with its labels)."""
+        if self.name == "fashion_mnist":
+            from modalities.image.fashion_mnist import fashion_pixels
+
+            x, y = fashion_pixels("eval")
+            return self(x, gen, y)
+        return self(_decode(gen, data_items(gen, "eval", n, 0), 64), gen)
 
 
 def evaluate(run: Path, steps: list[int], n: int, task: TaskScore, opts: BenchOptions, refs: dict) -> list[dict]:
@@ -103,13 +131,13 @@ def evaluate(run: Path, steps: list[int], n: int, task: TaskScore, opts: BenchOp
     rows = []
     for k in steps:
         t0 = time.perf_counter()
-        media = gen.generate(n, steps=k, seed=1)
+        media = gen.generate(n, steps=k, seed=1, cond=task.cond())
         gen_s = time.perf_counter() - t0
         q = media_quality(gen, refs[key], media)
         nfe = k if gen.is_consistency else 2 * k - 1
         rows.append({"run": run.name, "method": gen.cfg.method.name, "steps": k, "nfe": nfe,
-                     "fd": q["fd"], "kid": q["kid"], "task": task(media, gen),
-                     "generate_s": gen_s})
+                     "fd": q["fd"], "kid": q["kid"], **({"net_fd": q["net_fd"]} if "net_fd" in q else {}),
+                     "task": task(media, gen), "generate_s": gen_s})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -153,16 +181,13 @@ def main() -> None:
             r.update(train_steps=steps, s_per_step=costs[kind], train_s=secs)
             rows.append(r)
     gen = cm_media.load(teacher)
-    from cm_media.eval.bench import _decode, data_items
-
     train_part = _decode(gen, data_items(gen, "train", args.n, 0), 64)  # FD/KID: the held-out split is the reference
-    held = _decode(gen, data_items(gen, "eval", args.n, 0), 64)  # task: digits' realism is measured against train
     ref_row = {"run": "real data (FD/KID: train split; task: held out)", "method": "-", "steps": 0, "nfe": 0,
                **{k: media_quality(gen, refs[gen.cfg.modality], train_part)[k] for k in ("fd", "kid")},
-               "task": task(held, gen)}
+               "task": task.real(gen, args.n)}  # digits' realism is measured against train, so held-out data
     rows.append(ref_row)
     result = {"set": args.set, "budget_s": args.budget_s, "teacher_train_s": teacher_s, "costs_s_per_step": costs,
-              "task_measure": "realistic share" if args.set == "digits" else "stable-pitch share", "rows": rows}
+              "task_measure": task.measure, "rows": rows}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"teacher_comparison_{args.set}.json").write_text(json.dumps(result, indent=1))
