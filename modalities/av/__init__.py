@@ -91,6 +91,7 @@ class AVModality(Modality):
                 if key in params and params[key] != value:
                     raise UserError(f"backbone.{key} is {params[key]} but the codec makes {value}: leave it out "
                                     f"or set it to {value}")
+                cfg.backbone[key] = value  # recorded, as the video modality records a latent codec's config
 
     def read(self, path, cfg, codec):
         """An mp4 (or any video file) as flat media [1, D]: its first frames at the model's size, in grey, and its

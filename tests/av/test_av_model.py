@@ -113,3 +113,18 @@ def test_backbone_layout_must_match_the_codec():
 
     with pytest.raises(UserError, match="backbone.frames is 8 but the codec makes 16"):
         load_config("configs/av/sounding_digits_ict.yaml", ["backbone.frames=8"])
+
+
+def test_the_codec_layout_is_recorded_in_the_backbone_section():
+    import torch
+
+    from cm_media.runs.config import load_config
+    from cm_media.runs.model import build_model
+
+    cfg = load_config("configs/av/sounding_digits_ict.yaml", ["codec.frames=4", "codec.size=16",
+                                                                "backbone.preset=tiny"])
+    assert {k: cfg.backbone[k] for k in ("frames", "size", "bins", "spec_frames")} == \
+        {"frames": 4, "size": 16, "bins": 256, "spec_frames": 32}
+    _, codec, model = build_model(cfg)
+    x = torch.randn(2, 1, codec.layout.numel)
+    assert model(x, torch.full((2,), 1.0)).shape == x.shape
