@@ -97,7 +97,7 @@ def sketch_run(tmp_path_factory):
 
 
 def test_modality_packages_and_entry_points_are_discovered(monkeypatch):
-    for name in ("image", "audio", "video"):
+    for name in ("image", "audio", "video", "av"):
         assert registry.MODALITIES[name] == f"modalities.{name}"
     points = [metadata.EntryPoint("thing", "thing_pkg.mod:THING", registry.ENTRY_POINT_GROUP),
               metadata.EntryPoint("image", "someone_else.image", registry.ENTRY_POINT_GROUP)]
@@ -105,7 +105,7 @@ def test_modality_packages_and_entry_points_are_discovered(monkeypatch):
     found = registry._discover()
     assert found["thing"] == "thing_pkg.mod:THING"
     assert found["image"] == "modalities.image"  # a third party does not shadow a built-in modality
-    assert list(found)[:3] == ["audio", "image", "video"]
+    assert list(found)[:4] == ["audio", "av", "image", "video"]
 
 
 def test_unknown_and_uninstalled_modalities_are_user_errors(monkeypatch):
@@ -132,7 +132,7 @@ def test_register_modality_with_an_attribute(sketch, monkeypatch):
 
 def test_display_order_and_modality_options(sketch):
     order = registry.ordered_modalities()
-    assert order[:4] == ["sketch", "audio", "video", "image"]
+    assert order[:5] == ["sketch", "audio", "video", "image", "av"]
     flags = [flag for flag, _ in registry.modality_options("bench_options")]
     assert flags[0] == "--zoom" and {"--seconds", "--frames"} <= set(flags)
     assert registry.option_dest("--audio-format", {}) == "audio_format"
@@ -217,7 +217,7 @@ def test_fourth_modality_cli_help_lists_it(sketch):
     parser, _ = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices
     demo_help, bench_help = sub["demo"].format_help(), sub["bench"].format_help()
-    assert "sketch,audio,video,image" in demo_help.replace("\n", "").replace(" ", "")
+    assert "sketch,audio,video,image,av" in demo_help.replace("\n", "").replace(" ", "")
     assert "--zoom" in bench_help and "--seconds" in bench_help and "--frames" in bench_help
 
 

@@ -41,7 +41,7 @@ class AVModality(Modality):
     backbone_presets = PRESETS
     default_suffix = ".mp4"
     rate_columns: ClassVar[dict] = {"clips_per_s": "clips/s", "real_time_factor": "RTF"}
-    demo_order = 30  # after audio and video
+    demo_order = 40  # the last section, after audio, video and images
     extra_bundled: ClassVar[dict] = {"sounding-digits": "pretrained_sounding_digits"}
     demo_digits: ClassVar[list] = ["3", "7", "1", "5"]
 

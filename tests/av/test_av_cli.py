@@ -18,7 +18,7 @@ def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("av") / "run"
     sets = {"train.steps": 2, "train.batch_size": 2, "train.bf16": "false", "train.samples": 2,
             "train.log_every": 1, "train.warmup_steps": 1, "backbone.preset": "tiny", "data.clips": 16,
-            "codec.frames": 4, "codec.size": 16, "sample.bf16": "false"}
+            "codec.frames": 4, "codec.size": 32, "sample.bf16": "false"}
     argv = ["train", str(CONFIG), "--out", str(run), "--no-progress"]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
@@ -28,12 +28,13 @@ def tiny_run(tmp_path_factory):
 
 def streams(path):
     """(video codec, frames, fps, audio codec, audio sample rate, audio samples) of an mp4."""
-    with av.open(str(path)) as c:
+    with av.open(str(path)) as c:  # read every property while the container is open
         v, a = c.streams.video[0], c.streams.audio[0]
+        head = (v.codec_context.name, float(v.average_rate), a.codec_context.name, a.rate)
         frames = sum(1 for _ in c.decode(v))
     with av.open(str(path)) as c:
         samples = sum(f.samples for f in c.decode(c.streams.audio[0]))
-    return v.codec_context.name, frames, float(v.average_rate), a.codec_context.name, a.rate, samples
+    return head[0], frames, head[1], head[2], head[3], samples
 
 
 def test_generate_writes_mp4_with_h264_and_aac(tiny_run, tmp_path):
@@ -48,7 +49,7 @@ def test_edit_keeps_the_video_when_regenerating_the_audio(tiny_run, tmp_path):
     from modalities.av.io import read_av, write_av
     from modalities.av.sounding_digits import SoundingDigits
 
-    video, audio = SoundingDigits("test", 4, frames=4, size=16).get_clips([0])
+    video, audio = SoundingDigits("test", 4, frames=4, size=32).get_clips([0])
     silent = tmp_path / "silent.mp4"
     write_av(silent, video[0], audio[0] * 0, 8.0, 16000)
     out = tmp_path / "sounded.mp4"
