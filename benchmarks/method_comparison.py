@@ -6,7 +6,7 @@
 1. Trains the EDM teacher (`<set>_edm.yaml`, `--teacher-train-steps`) unless its run exists, and scores it with
    EDM Heun at several step counts (its best is the reference).
 2. Measures each method's cost per training step as *CPU* seconds of this process (one torch thread): the
-   difference between a 40-step and a 10-step run of its config, so start-up, the teacher load and checkpoint
+   difference between a 40-step and a 10-step run of its config (`--calib-steps`), so start-up, the teacher load and checkpoint
    writes cancel, and other jobs on the machine do not change the measure (wall time would). The costs are
    stored in `<runs>/<set>/cpu_s_per_step.json`, so a rerun trains the same step counts.
 3. Trains every method for the same budget of CPU seconds: steps = budget / cost. Schedules that the configs
@@ -56,10 +56,10 @@ def config_path(name: str, kind: str) -> Path:
     return ROOT / "configs" / s["dir"] / f"{s['prefix']}_{kind}.yaml"
 
 
-def cpu_seconds_per_step(config: Path, overrides: list[str], scratch: Path) -> float:
-    """CPU seconds of one training step: (40-step run - 10-step run) / 30, both in this process."""
+def cpu_seconds_per_step(config: Path, overrides: list[str], scratch: Path, calib: tuple[int, int] = (10, 40)) -> float:
+    """CPU seconds of one training step: (a `calib[1]`-step run - a `calib[0]`-step run) / their difference."""
     costs = []
-    for steps in (10, 40):
+    for steps in calib:
         shutil.rmtree(scratch, ignore_errors=True)
         cfg = load_config(config, overrides + [f"train.steps={steps}", "train.log_every=10",
                                                "train.checkpoint_every=1000", "train.samples=0"])
@@ -67,7 +67,7 @@ def cpu_seconds_per_step(config: Path, overrides: list[str], scratch: Path) -> f
         train(cfg, scratch, progress=False)
         costs.append(time.process_time() - t0)
     shutil.rmtree(scratch, ignore_errors=True)
-    return (costs[1] - costs[0]) / 30
+    return (costs[1] - costs[0]) / (calib[1] - calib[0])
 
 
 def scaled(kind: str, config: Path, overrides: list[str], steps: int) -> list[str]:
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "methods"))
     ap.add_argument("--teacher-steps", default="4,8,12,18", help="EDM Heun step counts to score the teacher at")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--calib-steps", default="10,40", help="the two run lengths whose difference gives the cost")
     ap.add_argument("--n", type=int, default=512, help="samples per score")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--set-all", nargs="*", default=[], help="overrides for every run (e.g. train.threads=1)")
@@ -109,17 +110,18 @@ def main() -> None:
         teacher_cpu_file.write_text(json.dumps({"cpu_s": time.process_time() - t0, "wall_s": teacher_wall}))
     teacher_cost = json.loads(teacher_cpu_file.read_text())
     kinds = [k for k in args.methods.split(",") if k]
+    calib = tuple(int(v) for v in args.calib_steps.split(","))
     extra = {k: [f"method.teacher={teacher}"] if METHODS[k][1] else [] for k in kinds}
     costs_file = runs / "cpu_s_per_step.json"
     costs = json.loads(costs_file.read_text()) if costs_file.is_file() else {}
     for kind in kinds:
         if kind not in costs:
             costs[kind] = cpu_seconds_per_step(config_path(args.set, METHODS[kind][0]), args.set_all + extra[kind],
-                                               runs / f"_calib_{kind}")
+                                               runs / f"_calib_{kind}", calib)
             costs_file.write_text(json.dumps(costs, indent=1))
         if kind == "cmt" and "cmt_post" not in costs:  # its ECT phase costs less than the mid-training phase
             costs["cmt_post"] = cpu_seconds_per_step(config_path(args.set, "cmt"), args.set_all + extra[kind] +
-                                                     ["method.mid_steps=1"], runs / "_calib_cmt_post")
+                                                     ["method.mid_steps=1"], runs / "_calib_cmt_post", calib)
             costs_file.write_text(json.dumps(costs, indent=1))
         print(f"{kind}: {costs[kind]:.3f} CPU s/step", flush=True)
     trained, per_step_of = {}, {}
