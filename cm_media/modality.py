@@ -123,6 +123,9 @@ class Modality:
     demo_order: int = 100
     # `cm-media demo`'s speed-vs-quality table: timing batch, generated samples, held-out references
     demo_bench_sizes: ClassVar[dict[str, int]] = {"batch": 8, "num_samples": 32, "max_references": 64}
+    # the `method.name` a config that names none trains with: "from_data" without `method.teacher`, "from_teacher"
+    # with one; each modality sets the winner of benchmarks/method_comparison.py on its data sets
+    default_methods: ClassVar[dict[str, str]] = {"from_data": "ict", "from_teacher": "cmt"}
 
     def build_codec(self, cfg) -> Codec:
         raise NotImplementedError

@@ -210,7 +210,7 @@ def config_from_dict(raw: dict) -> RunConfig:
         data=from_dict(modality.DataConfig, raw.get("data"), "data"),
         codec=from_dict(modality.CodecConfig, raw.get("codec"), "codec"),
         backbone=dict(backbone),
-        method=method_from_dict(raw.get("method")),
+        method=method_from_dict(raw.get("method"), modality.default_methods),
         train=from_dict(TrainConfig, raw.get("train"), "train"),
         sample=from_dict(SampleConfig, raw.get("sample"), "sample"),
     )
@@ -218,13 +218,18 @@ def config_from_dict(raw: dict) -> RunConfig:
     return cfg
 
 
-def method_from_dict(section: dict | None) -> MethodConfig:
+def method_from_dict(section: dict | None, defaults: dict[str, str] | None = None) -> MethodConfig:
     """The `method` section as the named method's own config dataclass.
 
-    Configs stored by older versions list every method's keys; a key of another method at that method's default
-    is dropped; another method's key is dropped with a note (a key of no method stays an error)."""
+    A section without `name` takes the modality's default (`defaults`, `Modality.default_methods`: "from_teacher"
+    when it names `teacher`, else "from_data"; iCT without defaults). Configs stored by older versions list every
+    method's keys; a key of another method at that method's default is dropped; another method's key is dropped
+    with a note (a key of no method stays an error)."""
     section = dict(section or {})
-    name = section.get("name", "ict")
+    defaults = defaults or {}
+    if "name" not in section:
+        section["name"] = defaults.get("from_teacher" if section.get("teacher") else "from_data", "ict")
+    name = section["name"]
     if name not in METHODS:
         raise UserError(f"unknown method.name {name!r} (known: {', '.join(sorted(METHODS))})")
     cls = METHODS[name].Config

@@ -41,6 +41,10 @@ class AudioModality(Modality):
     ]
     rate_columns: ClassVar[dict] = {"real_time_factor": "RTF"}
     demo_order = 10  # the demo's first section
+    # method_comparison.py on tones at equal training CPU seconds (benchmarks/README.md, "One-step methods"): from
+    # data, iCT (1-step FD 22.2; sCT 24.8, MeanFlow 84.6); from a teacher, CMT at one step (8.14; CD 10.1, sCD 11.3,
+    # ECT 11.7; at two steps CD is ahead, 4.97 vs 10.1)
+    default_methods: ClassVar[dict[str, str]] = {"from_data": "ict", "from_teacher": "cmt"}
     # `cm-media generate spoken-digits --class seven`, `cm-media generate notes --cond pitch=60 --cond instrument=flute`
     extra_bundled: ClassVar[dict] = {"spoken-digits": "pretrained_spoken_digits", "notes": "pretrained_notes"}
     # the notes the demo asks the notes model for: (MIDI pitch, instrument family)

@@ -71,6 +71,10 @@ class ImageModality(Modality):
     # cm-media demo: a grid of 64 digits, after the audio and video sections; then, where it is installed, the
     # bundled fashion-mnist model's grid with a class per row
     demo_order = 30
+    # method_comparison.py at equal training CPU seconds (benchmarks/README.md, "One-step methods"): from data, iCT
+    # wins digits (1-step FD 0.868; sCT 0.875, MeanFlow 1.075) and fashion_mnist (net FD 101.7; sCT 139.9, MeanFlow
+    # 154.1); from a teacher, CMT wins digits (0.745; CD 0.984, ECT 1.175, sCD 1.543) and ties CD on fashion_mnist
+    default_methods: ClassVar[dict[str, str]] = {"from_data": "ict", "from_teacher": "cmt"}
     demo_bench_sizes: ClassVar[dict] = {"batch": 64, "num_samples": 128, "max_references": 180}
     demo_per_class = 10  # a square grid of 10 classes x 10 samples: a class per row
 
