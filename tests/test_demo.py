@@ -67,7 +67,12 @@ def extra_video() -> dict[str, int]:
     return dict(sizes[name] for name in video.demo_models()[1:] if bundled_available(name))
 
 
-EXTRA_MODELS = ("spoken-digits", "notes", "moving-mnist", "footage", "fashion-mnist")
+def extra_av() -> dict[str, int]:
+    """The sounding-video section (after the images): folder of its clips with sound -> number of clips."""
+    return {"sounding_digits": len(get_modality("av").demo_digits)} if bundled_available("sounding-digits") else {}
+
+
+EXTRA_MODELS = ("spoken-digits", "notes", "moving-mnist", "footage", "fashion-mnist", "sounding-digits")
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +111,10 @@ def test_demo_writes_media_and_reports_with_timings(demo, audio_args):
     for folder, n in extra_audio(audio_args).items():
         assert len(list((out / folder).glob("*.wav"))) == n and md.count(f"]({folder}/") == n
         assert all(sf.info(str(w)).duration == 1.0 for w in (out / folder).glob("*.wav"))
-    for folder, n in extra_video().items():
+    for folder, n in (extra_video() | extra_av()).items():
         assert len(list((out / folder).glob("*.mp4"))) == n and md.count(f"]({folder}/") >= n
+    if extra_av():
+        assert "| `digit=3` | [000.mp4](sounding_digits/000.mp4) |" in md
     if bundled_available("fashion-mnist"):
         assert (out / "fashion_mnist.png").is_file() and "(fashion_mnist.png)" in md
     if "spoken_digits" in extra_audio(audio_args):
@@ -134,6 +141,7 @@ def test_report_html_references_every_file_by_relative_path(demo, audio_args):
     extra = [f"{folder}/{i:03d}.wav" for folder, n in extra_audio(audio_args).items() for i in range(n)]
     assert refs["audio"] == [f"audio/{i:03d}.wav" for i in range(4)] + extra
     extra_clips = [f"{folder}/{i:04d}.mp4" for folder, n in extra_video().items() for i in range(n)]
+    extra_clips += [f"{folder}/{i:03d}.mp4" for folder, n in extra_av().items() for i in range(n)]
     assert refs["video"] == [f"video/{i:04d}.mp4" for i in range(4)] + extra_clips
     assert {"images.png", "video_frames.png", "bench_audio.png", "bench_video.png", "bench_image.png"} <= set(refs["img"])
     for src in refs["audio"] + refs["video"] + refs["img"]:
@@ -289,7 +297,8 @@ INSPECT_MEDIA = """
   return {
     media: media.map((el, i) => ({tag: el.tagName.toLowerCase(), src: el.getAttribute('src'),
       readyState: el.readyState, duration: el.duration, error: el.error ? el.error.code : null,
-      videoWidth: el.videoWidth || 0, videoHeight: el.videoHeight || 0, playedTo: played[i]})),
+      videoWidth: el.videoWidth || 0, videoHeight: el.videoHeight || 0, playedTo: played[i],
+      audioBytes: el.webkitAudioDecodedByteCount || 0})),
     images: imgs.map(im => ({src: im.getAttribute('src'), naturalWidth: im.naturalWidth})),
   };
 })()
@@ -311,7 +320,7 @@ def test_report_plays_in_headless_chromium(demo, chromium, tmp_path, audio_args)
     page = chromium.evaluate(chromium.open((out / "report.html").as_uri()), INSPECT_MEDIA)
     audio = [m for m in page["media"] if m["tag"] == "audio"]
     video = [m for m in page["media"] if m["tag"] == "video"]
-    assert len(audio) == 4 + sum(extra_audio(audio_args).values()) and len(video) == 4 + sum(extra_video().values())
+    assert len(audio) == 4 + sum(extra_audio(audio_args).values()) and len(video) == 4 + sum((extra_video() | extra_av()).values())
     for m in audio + video:
         assert m["error"] is None and m["readyState"] >= 2, m  # HAVE_CURRENT_DATA: decoded, not just fetched
     for m in audio:
@@ -321,6 +330,8 @@ def test_report_plays_in_headless_chromium(demo, chromium, tmp_path, audio_args)
         assert m["duration"] == pytest.approx(2.0, abs=0.15), m  # 16 frames at 8 fps
     for m in video:
         assert m["videoWidth"] > 0 and m["videoHeight"] > 0 and m["playedTo"] > 0, m
+        if any(m["src"].startswith(f"{folder}/") for folder in extra_av()):
+            assert m["audioBytes"] > 0, m  # a sounding clip: the browser decoded its AAC track while it played
     assert len(page["images"]) >= 5
     for im in page["images"]:
         assert im["naturalWidth"] > 0, im
