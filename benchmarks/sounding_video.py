@@ -48,7 +48,7 @@ def row(name: str, video: torch.Tensor, audio: torch.Tensor, digits: torch.Tenso
 
     c = cfg.codec
     out = {"rows": name, "clips": len(digits),
-           **av_sync_report(video, audio, digits, c.fps, c.sample_rate, DIGIT_MIDI)}
+           **av_sync_report(video, audio, digits, c.fps, c.sample_rate, DIGIT_MIDI, pitch=cfg.data.sound == "note")}
     if ref is not None:
         out["fd_video"] = frechet_distance(video_features(video, cfg), ref[0])
         out["fd_audio"] = frechet_distance(audio_features(audio, cfg), ref[1])
@@ -65,10 +65,11 @@ def cmd_quality(args) -> list[dict]:
     gen = cm_media.load(args.source)
     cfg = gen.cfg
     n = args.n
-    test = SoundingDigits("test", n, seed=cfg.data.seed)
+    sound = {"sound": cfg.data.sound, "small_words": cfg.data.small_words}
+    test = SoundingDigits("test", n, seed=cfg.data.seed, **sound)
     real_v, real_a = test.get_clips(range(n))
     real_d = test.labels
-    train = SoundingDigits("train", n, seed=cfg.data.seed)
+    train = SoundingDigits("train", n, seed=cfg.data.seed, **sound)
     train_v, train_a = train.get_clips(range(n))
     ref = (video_features(real_v, cfg), audio_features(real_a, cfg))
     rows = [row("real held-out clips (FD: train clips vs held-out)", train_v, train_a, train.labels, cfg, ref)]

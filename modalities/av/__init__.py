@@ -83,6 +83,10 @@ class AVModality(Modality):
         checks.integer(c.hop, "codec.hop", 1, c.n_fft // 2)
         checks.number(cfg.data.holdout, "data.holdout", 0, 1, hi_open=True)
         checks.integer(cfg.data.clips, "data.clips", 1, 10**9)
+        from .sounding_digits import SOUNDS
+
+        if cfg.data.sound not in SOUNDS:
+            raise UserError(f"unknown data.sound {cfg.data.sound!r} ({' or '.join(SOUNDS)})")
         layout = layout_of(c)
         from cm_media.nn.registry import resolve_backbone
 

@@ -24,6 +24,8 @@ class AVDataConfig:
     holdout: float = 0.01
     seed: int = 0
     cond: list = field(default_factory=list)  # "digit"
+    sound: str = "note"  # what a wall hit sounds like: "note" (the digit's pitch) or "word" (the digit's word)
+    small_words: bool = False  # sound "word": the few test voices of spoken_digits (seconds to render), not all
 
 
 class SoundingClips(Labelled):
@@ -53,7 +55,8 @@ def build_dataset(cfg, codec: AVCodec, part: str = "train") -> SoundingClips:
     if dc.dataset not in DATASETS:
         raise UserError(f"unknown data.dataset {dc.dataset!r} for av ({', '.join(DATASETS)})")
     split, n = ("train", dc.clips) if part == "train" else ("test", max(256, round(dc.clips * dc.holdout)))
-    source = SoundingDigits(split, n, dc.seed, frames=cc.frames, size=cc.size, sample_rate=cc.sample_rate)
+    source = SoundingDigits(split, n, dc.seed, frames=cc.frames, size=cc.size, sample_rate=cc.sample_rate,
+                            sound=dc.sound, small_words=dc.small_words)
     if abs(source.fps - cc.fps) > 1e-9:
         raise UserError(f"sounding_digits clips are at {source.fps:g} fps; set codec.fps: {source.fps:g}")
     digit = Condition("digit", classes=[str(d) for d in range(10)])

@@ -4,15 +4,21 @@ The picture is Moving MNIST with one digit (modalities/video/moving_mnist.py: Op
 `opencv-doc`, the last 50 of each class held out for the test split), 16 frames at 8 fps = 2 s. The sound is a
 16 kHz mono track of the same 2 s: at every wall hit (the exact time the digit's corner reaches 0 or the free
 range on either axis, between the first and the last frame) a short plucked note starts whose pitch names the
-digit (DIGIT_MIDI: the C major scale from middle C). Clip i is a function of (seed, split, i) alone.
+digit (DIGIT_MIDI: the C major scale from middle C). The second setting, `sound="word"`, says the digit's word
+instead: a word rendered by the spoken_digits voices (modalities/audio/spoken_digits.py; the held-out voices for
+the test split) starts at every hit and is cut, with a 10 ms fade, where the next hit begins. Clip i is a
+function of (seed, split, i) alone.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
+
+from cm_media.errors import UserError
 
 from modalities.video.moving_mnist import MovingMNIST
 
@@ -58,6 +64,46 @@ def wall_hits(start: np.ndarray, vel: np.ndarray, room: float, last: float) -> n
     return times
 
 
+SOUNDS = ("note", "word")
+WORD_PEAK = 0.5  # every word is scaled to the notes' peak
+CUT_FADE_S = 0.01  # a word cut short by the next hit fades out over 10 ms instead of clicking
+
+
+def mix_words(hits_s: np.ndarray, word: np.ndarray, samples: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A track [samples] that says `word` [N] (trimmed, at `sample_rate`) from each hit time (seconds) until the
+    word ends or the next hit begins (then faded out over CUT_FADE_S), at peak WORD_PEAK."""
+    track = np.zeros(samples, np.float32)
+    word = (WORD_PEAK * word / max(float(np.abs(word).max()), 1e-9)).astype(np.float32)
+    starts = [int(round(t * sample_rate)) for t in hits_s]
+    fade = max(1, round(CUT_FADE_S * sample_rate))
+    for k, i in enumerate(starts):
+        if i >= samples:
+            continue
+        end = min(samples, i + len(word), starts[k + 1] if k + 1 < len(starts) else samples)
+        piece = word[: end - i].copy()
+        if end - i < len(word):  # cut short: fade out
+            m = min(fade, len(piece))
+            piece[len(piece) - m:] *= np.linspace(1, 0, m, dtype=np.float32)
+        track[i:end] = piece
+    return track
+
+
+@lru_cache(maxsize=4)
+def word_bank(split: str, sample_rate: int = SAMPLE_RATE, small: bool = False) -> list[list[np.ndarray]]:
+    """Per digit, the trimmed words [N] of every spoken_digits voice setting of `split` at `sample_rate` (rendered
+    into the cache on first use; a missing speech package is a one-line error naming it)."""
+    from modalities.audio.spoken_digits import SpokenDigits, trim
+
+    words = SpokenDigits(split=split, sample_rate=sample_rate, small=small)
+    bank: list[list[np.ndarray]] = [[] for _ in range(10)]
+    waves = words.get_waveforms(range(len(words)))  # [N, 1, 16000]
+    for wave, label in zip(waves, words.labels.tolist()):
+        bank[label].append(trim(wave[0]).numpy())
+    if not all(bank):
+        raise UserError(f"the spoken_digits {split} renders lack a digit's word; render them again")
+    return bank
+
+
 def mix_notes(hits_s: np.ndarray, midi: int, samples: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A track [samples] with a `pluck(midi)` starting at each hit time (seconds); scaled down if it would clip."""
     track = np.zeros(samples, np.float32)
@@ -79,10 +125,13 @@ class SoundingDigits:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, split: str = "train", num_clips: int = 10000, seed: int = 0, frames: int = FRAMES,
-                 size: int = SIZE, sample_rate: int = SAMPLE_RATE):
+                 size: int = SIZE, sample_rate: int = SAMPLE_RATE, sound: str = "note", small_words: bool = False):
+        if sound not in SOUNDS:
+            raise UserError(f"unknown sounding_digits sound {sound!r} ({' or '.join(SOUNDS)})")
         self.video = MovingMNIST(split, num_clips, frames, size, seed, num_digits=1)
         self.split, self.num_clips, self.frames, self.sample_rate = split, int(num_clips), int(frames), int(sample_rate)
         self.samples = round(self.frames / self.fps * self.sample_rate)
+        self.seed, self.sound, self.small_words = int(seed), sound, bool(small_words)
 
     def __len__(self) -> int:
         return self.num_clips
@@ -104,9 +153,17 @@ class SoundingDigits:
 
     def get_audio(self, indices) -> torch.Tensor:
         """Soundtracks [B, 1, samples] in [-1, 1]."""
+        indices = [int(i) for i in (indices.tolist() if torch.is_tensor(indices) else indices)]
         digits = self.clip_labels(indices).tolist()
-        tracks = [mix_notes(h, DIGIT_MIDI[d], self.samples, self.sample_rate)
-                  for h, d in zip(self.hit_times(indices), digits)]
+        hits = self.hit_times(indices)
+        if self.sound == "note":
+            tracks = [mix_notes(h, DIGIT_MIDI[d], self.samples, self.sample_rate) for h, d in zip(hits, digits)]
+        else:  # one voice per clip, the same word at every hit
+            bank = word_bank(self.split, self.sample_rate, self.small_words)
+            tracks = []
+            for i, h, d in zip(indices, hits, digits):
+                pick = int(np.random.default_rng([self.seed, 7919, i]).integers(len(bank[d])))
+                tracks.append(mix_words(h, bank[d][pick], self.samples, self.sample_rate))
         return torch.from_numpy(np.stack(tracks)).unsqueeze(1)
 
     def get_clips(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
