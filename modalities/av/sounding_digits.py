@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from cm_media.errors import UserError
-
 from modalities.video.moving_mnist import MovingMNIST
 
 FPS = 8.0
