@@ -34,6 +34,24 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=fmt)
 
 
+STATS_CHUNK = 1 << 18  # float32 elements per chunk of channel_sums (1 MiB: stays in the core's L2 cache)
+
+
+def channel_sums(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel sum and sum of squares over N of flat [B, N, C], in float32 whatever its dtype.
+
+    Done in chunks of rows whose float32 copy fits in cache: one float32 copy of a whole bf16 activation
+    ([16, 2304, 96], 14 MiB) made the statistics pass 2.2x slower than the same work chunked."""
+    b, n, c = flat.shape
+    rows = max(1, STATS_CHUNK // max(1, b * c))
+    s1 = s2 = None
+    for i in range(0, n, rows):
+        part = flat[:, i:i + rows].to(torch.float32, copy=True)  # [B, rows, C]
+        p1, p2 = part.sum(1), part.square_().sum(1)
+        s1, s2 = (p1, p2) if s1 is None else (s1 + p1, s2 + p2)
+    return s1, s2
+
+
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters and results) with a fast path for channels-last CPU tensors.
 
@@ -57,8 +75,9 @@ class GroupNorm(nn.GroupNorm):
         xl = x.movedim(1, -1)  # [B, *axes, C], contiguous
         flat = xl.reshape(b, -1, c)  # [B, N, C]
         n = flat.shape[1] * (c // self.num_groups)
-        s1 = flat.sum(1, dtype=torch.float32).view(b, self.num_groups, -1).sum(-1)  # [B, G]
-        s2 = flat.to(torch.float32, copy=True).square_().sum(1).view(b, self.num_groups, -1).sum(-1)
+        c1, c2 = channel_sums(flat)  # [B, C] each, float32
+        s1 = c1.view(b, self.num_groups, -1).sum(-1)  # [B, G]
+        s2 = c2.view(b, self.num_groups, -1).sum(-1)
         mean = s1 / n
         rstd = torch.rsqrt((s2 / n - mean.square()).clamp_min(0) + self.eps)
         rstd, mean = (t.repeat_interleave(c // self.num_groups, 1) for t in (rstd, mean))  # [B, C]
