@@ -39,9 +39,11 @@ def same_digit_swap(digits: torch.Tensor) -> torch.Tensor:
     return order
 
 
-def row(name: str, video: torch.Tensor, audio: torch.Tensor, digits: torch.Tensor, cfg, ref=None) -> dict:
+def row(name: str, video: torch.Tensor, audio: torch.Tensor, digits: torch.Tensor, cfg, ref=None,
+        pitch: bool = True) -> dict:
     """Sync and pitch scores of clips (video [B, 1, T, H, W], audio [B, 1, N]) and, with `ref` = (video features,
-    audio features) of real held-out clips, the FD of each stream against them."""
+    audio features) of real held-out clips, the FD of each stream against them. Pitch is scored for note clips
+    unless `pitch` is False (pYIN is slow; a swapped soundtrack has its clip's pitch)."""
     from cm_media.eval.metrics import frechet_distance
     from modalities.audio.features import features as audio_features
     from modalities.av.sounding_digits import DIGIT_MIDI
@@ -50,7 +52,8 @@ def row(name: str, video: torch.Tensor, audio: torch.Tensor, digits: torch.Tenso
 
     c = cfg.codec
     out = {"rows": name, "clips": len(digits),
-           **av_sync_report(video, audio, digits, c.fps, c.sample_rate, DIGIT_MIDI, pitch=cfg.data.sound == "note")}
+           **av_sync_report(video, audio, digits, c.fps, c.sample_rate, DIGIT_MIDI,
+                            pitch=pitch and cfg.data.sound == "note")}
     if ref is not None:
         out["fd_video"] = frechet_distance(video_features(video, cfg), ref[0])
         out["fd_audio"] = frechet_distance(audio_features(audio, cfg), ref[1])
@@ -96,8 +99,7 @@ def cmd_edit(args) -> list[dict]:
     clips of a digit as the no-sync baseline. A model that ties sound to motion scores far above the baseline."""
     import cm_media
     from modalities.av.codec import layout_of, pack_media, split_media
-    from modalities.av.sounding_digits import DIGIT_MIDI, SoundingDigits
-    from modalities.av.sync import av_sync_report
+    from modalities.av.sounding_digits import SoundingDigits
 
     torch.set_num_threads(args.threads)
     gen = cm_media.load(args.source)
@@ -113,12 +115,9 @@ def cmd_edit(args) -> list[dict]:
         parts = [gen.edit(media[i:i + 50], mask, steps=steps, sigmas=sigmas, seed=args.seed,
                           cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]}) for i in range(0, n, 50)]
         _, sound = split_media(torch.cat(parts), layout_of(cfg.codec))
-        pitch = cfg.data.sound == "note"
-        fps, rate = cfg.codec.fps, cfg.codec.sample_rate
-        rows.append({"rows": f"{args.source}: sound for real clips, {label}", "clips": n,
-                     **av_sync_report(video, sound, digits, fps, rate, DIGIT_MIDI, pitch=pitch)})
-        rows.append({"rows": f"{args.source}: sound for real clips, {label}, soundtracks swapped (no sync)",
-                     "clips": n, **av_sync_report(video, sound[swap], digits, fps, rate, DIGIT_MIDI, pitch=False)})
+        name = f"{args.source}: sound for real clips, {label}"
+        rows.append(row(name, video, sound, digits, cfg))
+        rows.append(row(f"{name}, soundtracks swapped (no sync)", video, sound[swap], digits, cfg, pitch=False))
     return rows
 
 

@@ -158,10 +158,12 @@ class SoundingDigits:
         if self.sound == "note":
             tracks = [mix_notes(h, DIGIT_MIDI[d], self.samples, self.sample_rate) for h, d in zip(hits, digits)]
         else:  # one voice per clip, the same word at every hit
+            from modalities.audio.spoken_digits import clip_rng
+
             bank = word_bank(self.split, self.sample_rate, self.small_words)
             tracks = []
             for i, h, d in zip(indices, hits, digits):
-                pick = int(np.random.default_rng([self.seed, 7919, i]).integers(len(bank[d])))
+                pick = int(clip_rng(self.seed, "word", self.split, i).integers(len(bank[d])))
                 tracks.append(mix_words(h, bank[d][pick], self.samples, self.sample_rate))
         return torch.from_numpy(np.stack(tracks)).unsqueeze(1)
 
