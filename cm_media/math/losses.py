@@ -14,6 +14,7 @@ import torch
 
 from cm_media.math.parameterization import append_dims, edm_loss_weight, mean_flat
 from cm_media.math.solvers import heun_step
+from cm_media.math.streams import per_element
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,13 +60,17 @@ def ct_loss(online: Fn, target_ema: Fn, x0, noise, sigma_hi, sigma_lo) -> torch.
     return consistency_loss(online, target_ema, x_hi, sigma_hi, x_lo, sigma_lo, squared_l2, torch.ones_like(sigma_hi))
 
 
-def ict_loss(model: Fn, x0, noise, sigma_hi, sigma_lo, c: float | None = None) -> torch.Tensor:
-    """iCT: target = stop-grad of the online net, pseudo-Huber distance, weight 1 / (sigma_hi - sigma_lo)."""
+def ict_loss(model: Fn, x0, noise, sigma_hi, sigma_lo, c: float | None = None, sizes=None) -> torch.Tensor:
+    """iCT: target = stop-grad of the online net, pseudo-Huber distance, weight 1 / (sigma_hi - sigma_lo).
+
+    sigma_hi, sigma_lo [B], or [B, S] per stream (`sizes`, math/streams.py): a stream held at sigma_min in both
+    passes through unchanged, and the weight is that of the pair the other streams step along."""
     if c is None:
         c = pseudo_huber_c(x0[0].numel())
-    x_hi = x0 + append_dims(sigma_hi, x0.ndim) * noise
-    x_lo = x0 + append_dims(sigma_lo, x0.ndim) * noise
-    weight = 1.0 / (sigma_hi - sigma_lo)
+    x_hi = x0 + per_element(sigma_hi, x0, sizes) * noise
+    x_lo = x0 + per_element(sigma_lo, x0, sizes) * noise
+    gap = sigma_hi - sigma_lo
+    weight = 1.0 / (gap if gap.ndim == 1 else gap.amax(1))
     return consistency_loss(model, model, x_hi, sigma_hi, x_lo, sigma_lo, lambda a, b: pseudo_huber(a, b, c), weight)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cm_media.conditions import INTERVAL
+from cm_media.math.streams import per_element
 
 KINDS = ("edm", "consistency", "trigflow", "meanflow")  # and "codec": a codec run's autoencoder (CodecNet)
 
@@ -80,12 +81,16 @@ class Preconditioned(nn.Module):
         return consistency_scalings(sigma, self.sigma_data, self.sigma_min)
 
     def forward(self, x: torch.Tensor, sigma, cond: dict | None = None) -> torch.Tensor:
-        """x [B, C, *axes], sigma [B] or a number, cond {name: [B] or [B, D]} or None -> [B, C, *axes]."""
+        """x [B, C, *axes], sigma [B], a number, or [B, S] per stream of a multi-stream backbone (math/streams.py),
+        cond {name: [B] or [B, D]} or None -> [B, C, *axes]."""
         x = x.float()
         if not torch.is_tensor(sigma) or sigma.ndim == 0:
             sigma = torch.full((x.shape[0],), float(sigma), device=x.device)
         sigma = sigma.to(device=x.device, dtype=torch.float32)
-        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.scalings(sigma))
+        if sigma.ndim == 2 and self.kind in ("trigflow", "meanflow"):
+            raise ValueError(f"per-stream noise levels need the consistency or edm kind, not {self.kind}")
+        sizes = getattr(self.backbone, "stream_sizes", None)
+        c_skip, c_out, c_in = (per_element(c, x, sizes) for c in self.scalings(sigma))
         c_noise = noise_conditioning(sigma) * self.time_scale
         out = (self.backbone(c_in * x, c_noise) if cond is None else self.backbone(c_in * x, c_noise, cond)).float()
         with torch.autocast(device_type=x.device.type, enabled=False):

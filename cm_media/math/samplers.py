@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from cm_media.math import streams
 from cm_media.math.schedules import karras_sigmas
 from cm_media.math.solvers import euler_step, heun_step
 
@@ -101,6 +102,32 @@ def masked_multistep(
     sigmas = [float(s) for s in sigmas]
     start = known * keep if init is None else known * keep + init * mask
     x = denoise(start + sigmas[0] * noise_like(), sigmas[0])
+    for tau in sigmas[1:]:
+        x = denoise(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), tau)
+    return x
+
+
+@torch.no_grad()
+def given_streams_multistep(f: Fn, known: torch.Tensor, held: torch.Tensor, sizes: Sequence[int],
+                            sigmas: Sequence[float], sigma_min: float = 0.002, generator=None) -> torch.Tensor:
+    """Generate the streams that are not `held` ([S] bool) from the held ones of `known`, which enter clean at
+    sigma_min (math/streams.py): the multistep consistency sampler (Song et al. 2023, alg. 1) on the other streams.
+    Unlike masked_multistep, the first step already sees the kept streams; the net must have been trained with
+    held streams (method.clean_stream_p > 0)."""
+    b = known.shape[0]
+    held_b = held.to(known.device)[None].expand(b, -1)  # [B, S]
+    keep = streams.per_element(held_b.to(known.dtype), known, sizes)  # 1 on the held streams' elements
+    free = 1 - keep
+
+    def noise_like():
+        return torch.randn(known.shape, generator=generator, dtype=known.dtype).to(known.device)
+
+    def denoise(z, tau):
+        sigma = streams.hold_streams(_sig(z, tau), held_b, sigma_min)  # [B, S]
+        return keep * known + free * f(keep * known + free * z, sigma)
+
+    sigmas = [float(s) for s in sigmas]
+    x = denoise(sigmas[0] * noise_like(), sigmas[0])
     for tau in sigmas[1:]:
         x = denoise(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), tau)
     return x

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cm_media.math import losses, schedules
+from cm_media.errors import UserError
+from cm_media.math import losses, schedules, streams
 from cm_media.math.guidance import bind
 from cm_media.methods.base import Method, MethodConfig
 
@@ -21,6 +22,13 @@ class ICTConfig(MethodConfig):
     p_mean: float = -1.1
     p_std: float = 2.0
     huber_c: float | None = None  # None: 0.00054 sqrt(dim)
+    # multi-stream models (sounding video): share of samples with one stream, drawn at random, held clean at
+    # sigma_min, so the net learns to generate each stream from the other (math/streams.py); 0: shared sigma
+    clean_stream_p: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.clean_stream_p <= 1.0:
+            raise UserError(f"method.clean_stream_p must be in [0, 1], got {self.clean_stream_p}")
 
 
 @dataclass
@@ -45,7 +53,17 @@ class ICT(Method):
 
     def loss(self, model, x0, step, gen, cond=None):
         sigma_hi, sigma_lo = self._adjacent_sigmas(self.num_steps(step), x0.shape[0], gen, True, x0.device)
-        return losses.ict_loss(bind(model, cond), x0, self._noise(x0, gen), sigma_hi, sigma_lo, self.cfg.huber_c)
+        noise = self._noise(x0, gen)
+        sizes = streams.stream_sizes(model)
+        if self.cfg.clean_stream_p > 0:
+            if sizes is None:
+                raise UserError("method.clean_stream_p needs a multi-stream backbone (e.g. av_joint with "
+                                "stream_noise: true); this one has a single stream")
+            held = self._local(streams.clean_stream_mask(self._global(x0.shape[0]), len(sizes),
+                                                         self.cfg.clean_stream_p, gen))
+            sigma_hi = streams.hold_streams(sigma_hi, held, self.cfg.sigma_min)  # [B, S]
+            sigma_lo = streams.hold_streams(sigma_lo, held, self.cfg.sigma_min)
+        return losses.ict_loss(bind(model, cond), x0, noise, sigma_hi, sigma_lo, self.cfg.huber_c, sizes)
 
 
 class CT(Method):

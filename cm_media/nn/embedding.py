@@ -113,8 +113,11 @@ class NoiseEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond = ConditionEmbedding(cond_spec, base) if cond_spec else None
 
-    def forward(self, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+    def forward(self, c_noise: torch.Tensor, cond: dict | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra` [B, base], when given, joins the sinusoids like a condition (another stream's noise level)."""
         h = sinusoidal_embedding(c_noise, self.base)  # [B, base]
+        if extra is not None:
+            h = h + extra
         if self.cond is not None:
             e = self.cond(cond, h.shape[0], h.device)
             h = h if e is None else h + e

@@ -48,6 +48,9 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with other jobs
     samples: int = 64  # grid size written at the end
     cond_dropout: float = 0.0  # share of samples trained with no condition (classifier-free guidance needs ~0.1)
+    # fine-tuning: start from the EMA weights of a run, checkpoint or bundled model (a module the source lacks,
+    # e.g. a newly added zero-initialized one, keeps its fresh initialization; every other weight must fit)
+    init_from: str = ""
 
 
 @dataclass

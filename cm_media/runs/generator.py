@@ -25,12 +25,14 @@ from cm_media.conditions import (
     request_tensors,
 )
 from cm_media.errors import UserError
+from cm_media.math import streams
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import (
     default_step_sigmas,
     edm_euler,
     edm_heun,
     edm_sigmas,
+    given_streams_multistep,
     masked_multistep,
     meanflow_sample,
     meanflow_times,
@@ -310,13 +312,25 @@ class Generator:
         gen = torch.Generator().manual_seed(seed)
         sigmas = self.step_sigmas(opt.steps) if sigmas is None else sigmas
         f = self.conditioned(self.net(opt.bf16), self.cond_tensors(cond, known.shape[0]), opt.cfg_scale)
+        held = self.held_streams(mask) if guess is None and not guidance else None
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
-            x = masked_multistep(f, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
-                                 init=guess, guidance=guidance)
+            if held is not None:  # whole streams kept: they enter clean, so even one step generates from them
+                x = given_streams_multistep(f, known, held, streams.stream_sizes(self.model), sigmas,
+                                            self.cfg.method.sigma_min, gen)
+            else:
+                x = masked_multistep(f, known, mask.to(self.device), sigmas, self.cfg.method.sigma_min, gen,
+                                     init=guess, guidance=guidance)
         out = self.decode(x, opt.bf16)
         if out.ndim == media.ndim and all(o >= m for o, m in zip(out.shape, media.shape)):
             out = out[tuple(slice(0, m) for m in media.shape)]  # framed codecs decode to whole hops: the input's length
         return out
+
+    def held_streams(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """The streams an edit keeps whole ([S] bool), where the network was trained to generate from them
+        (method.clean_stream_p > 0); None: the edit takes the zero-shot masked sampler."""
+        if not getattr(self.cfg.method, "clean_stream_p", 0.0):
+            return None
+        return streams.held_by_mask(mask, streams.stream_sizes(self.model))
 
     def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, bf16: bool | None = None,
                     cond: dict | None = None, cfg_scale: float | None = None, **options: Any):

@@ -29,6 +29,7 @@ from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs import distributed
 from cm_media.runs.config import RunConfig, dump_config
+from cm_media.runs.loader import resolve_source, weights_of
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 from cm_media.runs.teacher import load_teacher
 
@@ -117,6 +118,21 @@ def _restore_rng(tensors, gen: torch.Generator) -> None:
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def init_weights(model: torch.nn.Module, source: str) -> list[str]:
+    """Load the EMA weights of `source` (train.init_from) into model; returns the names it lacked (kept fresh)."""
+    path = resolve_source(source)
+    tensors, _ = ckpt.load_checkpoint(path)  # a UserError naming the file when it cannot be read
+    state, own = weights_of(tensors), model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    misfit = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if unexpected or misfit:
+        name = (unexpected or misfit)[0]
+        raise UserError(f"train.init_from {source}: its weights do not fit this backbone ({len(unexpected)} unknown, "
+                        f"{len(misfit)} of another shape, e.g. {name})")
+    model.load_state_dict(state, strict=False)
+    return sorted({k.rsplit(".", 1)[0] for k in set(own) - set(state)})
 
 
 def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, keep):
@@ -225,6 +241,11 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     distributed.broadcast_(method.trainable_parameters(), dd)  # one initialization of sCM's weighting on every rank
     opt = make_optimizer([*model.parameters(), *method.trainable_parameters()], tc)  # + sCM's adaptive weight
     start, bad_steps = 0, 0
+    if tc.init_from and restored is None:
+        fresh = init_weights(model, tc.init_from)
+        ema.load_state_dict(model.state_dict())
+        if dd.main and progress:
+            print(f"initialized from {tc.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
     if restored is not None:
         _, tensors, meta = restored
         try:

@@ -8,7 +8,8 @@ two streams trade summaries at the video's frame rate (the audio frames are pool
 repeated back to them): the video sends each frame's features pooled to a 4x4 grid (where the digit is, so the
 audio knows when it meets a wall), the audio sends each frame's features pooled to 4 frequency bands (when and
 at what pitch a note sounds). Both transfers start at zero, so with `exchange: false` the towers are independent:
-the no-sync baseline.
+the no-sync baseline. With `stream_noise` each tower is also told both streams' noise levels, so one stream can be
+given clean (at sigma_min) and the other generated from it: sound for a silent clip, motion for a soundtrack.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cm_media.nn.layers import (
     conv_nd,
     norm_groups,
     patchify,
+    sinusoidal_embedding,
     unpatchify,
     zero_module,
 )
@@ -58,6 +60,9 @@ class JointNetConfig:
     audio_bands: int = 4  # the audio summary: features pooled to this many frequency bands per frame
     dropout: float = 0.0
     attention_backend: str = "sdpa"
+    # per-stream noise levels (cm_media/math/streams.py): c_noise [B, 2] (video, audio), each tower embedding its
+    # own level plus the other's through a zero-initialized map (so shared levels start as the plain network)
+    stream_noise: bool = False
     cond: list = field(default_factory=list)
 
 
@@ -84,7 +89,8 @@ class Exchange(nn.Module):
 
 
 class JointNet(nn.Module):
-    """F(x [B, 1, D], c_noise [B], cond) -> [B, 1, D]: two UNets (video, audio) joined by Exchange at every block."""
+    """F(x [B, 1, D], c_noise [B] (or [B, 2] per stream with `stream_noise`), cond) -> [B, 1, D]: two UNets
+    (video, audio) joined by Exchange at every block."""
 
     def __init__(self, cfg: JointNetConfig):
         super().__init__()
@@ -104,6 +110,9 @@ class JointNet(nn.Module):
         ch = cfg.channels
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
+        if cfg.stream_noise:
+            self.stream_sizes = [self.layout.video_numel, self.layout.audio_numel]
+            self.video_hears, self.audio_sees = zero_module(nn.Linear(ch, ch)), zero_module(nn.Linear(ch, ch))
         st = SpaceTimeUNetConfig(num_heads=cfg.num_heads, max_frames=max(128, cfg.frames), dropout=cfg.dropout,
                                  attention_backend=cfg.attention_backend)
         self.v_in = conv_nd(3, vp * vp, ch, 3, padding=1)
@@ -143,15 +152,20 @@ class JointNet(nn.Module):
 
         self.v_out, self.a_out = head(3, vp * vp), head(2, 2 * fp * tp)
 
-    def _block(self, blocks, hv, ha, emb):
+    def _block(self, blocks, hv, ha, emb_v, emb_a):
         vb, ab, x = blocks
-        hv, ha = vb(hv, emb), ab(ha, emb)
+        hv, ha = vb(hv, emb_v), ab(ha, emb_a)
         return x(hv, ha) if x is not None else (hv, ha)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         cfg = self.cfg
         v, a = split_model(x, self.layout)  # [B, 1, T, H, W], [B, 2, F, frames]
-        emb = self.embed(c_noise, cond)
+        if not cfg.stream_noise:
+            emb_v = emb_a = self.embed(c_noise, cond)
+        else:  # each tower: its own noise level, plus the other stream's (clean = generate from it)
+            c_v, c_a = (c_noise, c_noise) if c_noise.ndim == 1 else c_noise.unbind(1)  # [B] each
+            emb_v = self.embed(c_v, cond, self.video_hears(sinusoidal_embedding(c_a, cfg.channels)))
+            emb_a = self.embed(c_a, cond, self.audio_sees(sinusoidal_embedding(c_v, cfg.channels)))
         hv = self.v_in(patchify(v, [1, cfg.video_patch, cfg.video_patch]))  # [B, C, T, H/p, W/p]
         ha = self.a_in(patchify(a, list(cfg.audio_patch)))  # [B, C, F/fp, frames/tp]
         hs = [(hv, ha)]
@@ -159,19 +173,19 @@ class JointNet(nn.Module):
             if len(blocks) == 2:  # downsampling
                 hv, ha = blocks[0](hv), blocks[1](ha)
             else:
-                hv, ha = self._block(blocks, hv, ha, emb)
+                hv, ha = self._block(blocks, hv, ha, emb_v, emb_a)
             hs.append((hv, ha))
-        hv, ha = self._block(self.mid, hv, ha, emb)
+        hv, ha = self._block(self.mid, hv, ha, emb_v, emb_a)
         for blocks in self.up:
             if len(blocks) == 2:  # upsampling: nearest 2x over space (video) or frequency and frames (audio)
                 hv = blocks[0](F.interpolate(hv, scale_factor=(1, 2, 2), mode="nearest"))
                 ha = blocks[1](F.interpolate(ha, scale_factor=2, mode="nearest"))
                 continue
             sv, sa = hs.pop()
-            hv, ha = self._block(blocks, torch.cat([hv, sv], 1), torch.cat([ha, sa], 1), emb)
+            hv, ha = self._block(blocks, torch.cat([hv, sv], 1), torch.cat([ha, sa], 1), emb_v, emb_a)
         v_out = unpatchify(self.v_out(hv), [1, cfg.video_patch, cfg.video_patch])
         a_out = unpatchify(self.a_out(ha), list(cfg.audio_patch))
-        return pack_model(v_out, a_out)
+        return pack_model(v_out, a_out)  # [B, 1, D]
 
 
 register_arch("av_joint", JointNetConfig, JointNet)
