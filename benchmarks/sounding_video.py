@@ -3,8 +3,9 @@
     # quality: real held-out clips, real clips with their soundtracks swapped (no sync), the model's one-step
     # clips, and the model's clips with soundtracks swapped between clips of the same digit (its no-sync baseline)
     python benchmarks/sounding_video.py quality sounding-digits --n 200 [--cfg-scale 1]
-    # edit: sound made for real held-out clips (their true bounces), against the same sounds swapped
-    python benchmarks/sounding_video.py edit sounding-digits --n 200
+    # edit: sound made for real held-out clips (their true bounces), against the same sounds swapped; --motion
+    # adds motion made for real soundtracks (edit --mask video)
+    python benchmarks/sounding_video.py edit sounding-digits --n 200 [--motion] [--one-step]
     # speed: one-step clips per second including both decodes (video pixels and the soundtrack's iSTFT), bf16
     python benchmarks/sounding_video.py speed sounding-digits --batch 32 --threads 2
 
@@ -112,12 +113,24 @@ def cmd_edit(args) -> list[dict]:
     plans = {"1 step": (1, None), "2 steps": (2, None),
              "6 steps from sigma 20 to 0.5": (6, [20.0, 10.0, 5.0, 2.0, 1.0, 0.5])}
     for label, (steps, sigmas) in plans.items():
+        if args.one_step and steps > 1:
+            continue
         parts = [gen.edit(media[i:i + 50], mask, steps=steps, sigmas=sigmas, seed=args.seed,
                           cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]}) for i in range(0, n, 50)]
         _, sound = split_media(torch.cat(parts), layout_of(cfg.codec))
         name = f"{args.source}: sound for real clips, {label}"
         rows.append(row(name, video, sound, digits, cfg))
         rows.append(row(f"{name}, soundtracks swapped (no sync)", video, sound[swap], digits, cfg, pitch=False))
+    if args.motion:  # the other direction: motion for the real soundtracks (`edit --mask video`)
+        still = pack_media(video * 0, audio)
+        vmask = gen.modality.edit_mask("video", None, cfg)
+        for label, steps in ({"1 step": 1} if args.one_step else {"1 step": 1, "2 steps": 2}).items():
+            parts = [gen.edit(still[i:i + 50], vmask, steps=steps, seed=args.seed,
+                              cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]}) for i in range(0, n, 50)]
+            moved, _ = split_media(torch.cat(parts), layout_of(cfg.codec))
+            name = f"{args.source}: motion for real soundtracks, {label}"
+            rows.append(row(name, moved, audio, digits, cfg, pitch=False))
+            rows.append(row(f"{name}, soundtracks swapped (no sync)", moved, audio[swap], digits, cfg, pitch=False))
     return rows
 
 
@@ -155,6 +168,8 @@ def main() -> None:
     e.add_argument("--n", type=int, default=200)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--motion", action="store_true", help="also motion for the real soundtracks (edit --mask video)")
+    e.add_argument("--one-step", action="store_true", help="only the one-step rows")
     s = sub.add_parser("speed")
     s.add_argument("source")
     s.add_argument("--batch", type=int, default=32)

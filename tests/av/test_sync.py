@@ -84,6 +84,15 @@ def test_bounces_of_a_known_zigzag_are_exact():
     np.testing.assert_array_equal(sync.detect_bounces(sync.track_positions(frames), FPS), np.array([3, 5, 7]) / FPS)
 
 
+def test_wall_bounces_keep_only_turns_near_an_edge():
+    y = np.array([30, 34, 38, 34, 30, 26, 22, 18, 14, 18, 22], float)  # turns at 38 (frame 2) and 14 (frame 8)
+    pos = np.stack([y, np.full(11, 32.0)], 1)
+    np.testing.assert_array_equal(sync.detect_bounces(pos, FPS), [2 / FPS, 8 / FPS])
+    np.testing.assert_array_equal(sync.detect_bounces(pos, FPS, wall=(20.0, 64)), [8 / FPS])  # 38: 25 px from 63
+    np.testing.assert_array_equal(sync.detect_bounces(pos, FPS, wall=(25.0, 64)), [2 / FPS, 8 / FPS])
+    np.testing.assert_array_equal(sync.detect_bounces(pos, FPS, wall=(13.9, 64)), [])
+
+
 def test_bounce_edge_cases():
     # a plateau of two equal frames turns between them; a turn on both axes in one frame counts once
     y = np.array([10, 14, 18, 21, 21, 18, 14, 10], float)
@@ -192,6 +201,8 @@ def test_av_sync_report_on_a_synthetic_sounding_clip():
     assert r["bounce_times"][0] == [6 / FPS, 13 / FPS]
     assert r["bounces"] == 4 and r["onsets"] == 4
     assert r["onsets_on_bounce"] == 0.5 and r["bounces_with_onset"] == 0.5
+    # strict reading: the turn at y = 34 is mid-frame (29 px from either edge), the one at y = 6 at the wall
+    assert r["wall_bounces"] == 2 and r["wall_bounces_with_onset"] == 0.5 and r["wall_onsets_on_bounce"] == 0.25
     assert r["pitch_digit_agreement"] == 1.0 and r["tolerance_s"] == 1 / FPS
     assert r["window_s"] == list(sync.detectable_window(16, FPS))
     json.dumps(r)  # plain values only
@@ -213,6 +224,7 @@ def test_real_clips_are_in_sync():
                             per_clip=True)
     assert r["onsets"] >= 8 and r["bounces"] >= 8
     assert r["onsets_on_bounce"] >= 0.9 and r["bounces_with_onset"] >= 0.9
+    assert r["wall_bounces"] == r["bounces"]  # a real digit turns only at a wall
     assert r["pitch_digit_agreement"] == 1.0
     # every detected onset is a true wall hit, to within 20 ms, and every detected bounce one within a frame
     for hits, onsets, bounces in zip(data.hit_times(idx), r["onset_times"], r["bounce_times"]):
