@@ -2,9 +2,13 @@
 
     pip install "cm-media[bench]"        # diffusers is an optional extra
     python benchmarks/diffusers_peer.py [SOURCE_OR_CONFIG] [--batch 64] [--repeats 20] [--json out.json]
+    # 32x32 grey images in bf16 (issue 19's target), the fashion-mnist network at that size:
+    python benchmarks/diffusers_peer.py configs/image/fashion_mnist_ict.yaml --set codec.size=32 --bf16
 
 SOURCE_OR_CONFIG is a cm-media image run/checkpoint, or a YAML config (an untrained network of that shape:
-latency does not depend on the weights); default configs/image/digits_ict.yaml. The peer is a UNet2DModel
+latency does not depend on the weights; --set KEY=VALUE overrides it); default configs/image/digits_ict.yaml.
+With --bf16, cm-media samples as its CLI does in bf16 (bf16 weights under autocast) and the peer runs both ways a
+diffusers user would (autocast over float32 weights, and the UNet cast to bf16): the faster peer is compared. The peer is a UNet2DModel
 with DownBlock2D/UpBlock2D levels and an attention mid block, its width chosen to match cm-media's parameter
 count. Four timings alternate in every round (so machine load hits all alike): each library's one-step sample
 to [0, 1] pixels and its bare network forward. Medians and their ratios come from this one run.
@@ -26,14 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cm_media_generator(source: str, device: str):
-    """A cm-media Generator from a run/checkpoint, or from a YAML config with fresh weights."""
+def cm_media_generator(source: str, device: str, overrides: list[str] | None = None):
+    """A cm-media Generator from a run/checkpoint, or from a YAML config (with --set overrides) and fresh weights."""
     from cm_media.runs.config import load_config
     from cm_media.runs.generator import Generator, load
     from cm_media.runs.model import build_model, resolve_device
 
     if source.endswith((".yaml", ".yml")):
-        cfg = load_config(source, [])
+        cfg = load_config(source, overrides or [])
         modality, codec, model = build_model(cfg)
         dev = resolve_device(device)
         return Generator(cfg, model.to(dev).eval(), codec, modality, dev, Path(source))
@@ -83,6 +87,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (YAML source)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 compute for both libraries")
     args = ap.parse_args()
     try:
         from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline
@@ -91,7 +97,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    gen = cm_media_generator(args.source, args.device)
+    gen = cm_media_generator(args.source, args.device, args.set)
     if gen.cfg.modality != "image":
         print(f"error: the diffusers peer is an image pipeline; {args.source} is a {gen.cfg.modality} model",
               file=sys.stderr)
@@ -115,36 +121,60 @@ def main() -> int:
     peer_gen = torch.Generator(dev).manual_seed(0)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
 
+    def autocast():
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    cm_net = gen.net(args.bf16).backbone  # bf16: the twin with bf16 weights that generation uses
+
     @torch.no_grad()
     def cm_sample():  # one step to pixels in [0, 1]
-        return gen.codec.decode(gen.sample(noise, 1, g, False))
+        return gen.codec.decode(gen.sample(noise, 1, g, args.bf16))
 
     @torch.no_grad()
     def cm_forward():
-        return gen.model.backbone(noise, c_noise)
+        with autocast():
+            return cm_net(noise, c_noise)
 
-    @torch.no_grad()
-    def peer_sample():
-        # the pipeline draws its own noise (its latents check assumes 3 channels); randn is cheap
-        return pipe(batch_size=b, num_inference_steps=1, generator=peer_gen, output_type="pt").images
+    def peer(net, pipeline):
+        @torch.no_grad()
+        def sample():
+            # the pipeline draws its own noise (its latents check assumes 3 channels); randn is cheap
+            with autocast():
+                return pipeline(batch_size=b, num_inference_steps=1, generator=peer_gen, output_type="pt").images
 
-    @torch.no_grad()
-    def peer_forward():
-        return unet(noise, t_peer).sample
+        @torch.no_grad()
+        def forward():
+            with autocast():
+                return net(noise, t_peer).sample
 
-    cm_s, cm_f, pe_s, pe_f = median_times([cm_sample, cm_forward, peer_sample, peer_forward],
-                                          args.repeats, args.warmup, sync)
+        return sample, forward
+
+    fns = [cm_sample, cm_forward, *peer(unet, pipe)]
+    if args.bf16:  # the other way a diffusers user runs bf16: the whole UNet in bf16
+        import copy
+
+        unet16 = copy.deepcopy(unet).to(torch.bfloat16)
+        pipe16 = ConsistencyModelPipeline(unet=unet16, scheduler=scheduler).to(dev)
+        pipe16.set_progress_bar_config(disable=True)
+        fns += peer(unet16, pipe16)
+    times = median_times(fns, args.repeats, args.warmup, sync)
+    cm_s, cm_f, pe_s, pe_f = times[:4]
+    peer_way = "autocast"
+    if args.bf16 and times[4] < pe_s:
+        pe_s, pe_f, peer_way = times[4], times[5], "bf16 weights"
     result = {
         "device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-        "batch": b, "image": [c, size, size], "repeats": args.repeats,
+        "batch": b, "image": [c, size, size], "repeats": args.repeats, "bf16": args.bf16,
+        "peer_bf16_way": peer_way if args.bf16 else None, "all_medians_s": times,
         "cm_media_params": ours, "diffusers_params": count(unet),
         "cm_media_onestep_s": cm_s, "cm_media_forward_s": cm_f,
         "diffusers_onestep_s": pe_s, "diffusers_forward_s": pe_f,
         "cm_media_onestep_over_forward": cm_s / cm_f, "diffusers_onestep_over_forward": pe_s / pe_f,
         "diffusers_over_cm_media_onestep": pe_s / cm_s, "diffusers_over_cm_media_forward": pe_f / cm_f,
     }
-    print(f"batch {b} of {c}x{size}x{size} on {dev} ({result['threads']} threads), median of {args.repeats}")
+    print(f"batch {b} of {c}x{size}x{size} on {dev} ({result['threads']} threads), median of {args.repeats}"
+          + (f", bf16 (peer: {peer_way})" if args.bf16 else ""))
     print("| library | params | one-step ms | forward ms | one-step / forward |\n|---|---|---|---|---|")
     print(f"| cm-media | {ours} | {cm_s * 1e3:.2f} | {cm_f * 1e3:.2f} | {cm_s / cm_f:.3f} |")
     print(f"| diffusers | {count(unet)} | {pe_s * 1e3:.2f} | {pe_f * 1e3:.2f} | {pe_s / pe_f:.3f} |")
