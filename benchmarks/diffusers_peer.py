@@ -33,14 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def cm_media_generator(source: str, device: str, overrides: list[str] | None = None):
     """A cm-media Generator from a run/checkpoint, or from a YAML config (with --set overrides) and fresh weights."""
     from cm_media.runs.config import load_config
-    from cm_media.runs.generator import Generator, load
+    from cm_media.runs.generator import Generator, apply_speed_options, load
     from cm_media.runs.model import build_model, resolve_device
 
     if source.endswith((".yaml", ".yml")):
         cfg = load_config(source, overrides or [])
         modality, codec, model = build_model(cfg)
         dev = resolve_device(device)
-        return Generator(cfg, model.to(dev).eval(), codec, modality, dev, Path(source))
+        model = model.to(dev).eval()
+        apply_speed_options(model, cfg.sample.channels_last, cfg.sample.compile)  # as load() does for a run
+        return Generator(cfg, model, codec, modality, dev, Path(source))
     return load(source, device=device)
 
 
