@@ -102,3 +102,36 @@ def test_group_norm_channels_last_fast_path_matches_the_native_kernel(shape, gro
         assert out.shape == x.shape and (out.dtype == dtype or not fast)  # the fast path keeps the input dtype
         assert (out.float() - expected).abs().max() < tol
     assert norm(xcl).is_contiguous(memory_format=fmt)  # the layout the next conv wants is kept
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 8, 8)), (3, (2, 1, 4, 8, 8))])
+def test_unet_channels_last_weights_keep_every_activation_channels_last(dims, shape, monkeypatch):
+    """A grey (1-channel) input leaves the stem's output in plain layout; the net must move it to channels-last,
+    or every GroupNorm and conv after it falls off its fast path. Same outputs as the plain-layout net."""
+    from cm_media.nn import layers
+    from cm_media.runs.generator import apply_speed_options
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(dims=dims, in_channels=1, channels=16, channel_mult=[1, 2], num_res_blocks=1,
+                          attn_levels=[1], down_stride=[1, 2, 2][-dims:])).eval()
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, c_noise = torch.randn(shape), torch.randn(shape[0])
+    with torch.no_grad():
+        ref = net(x, c_noise)
+        assert net._weight_format() is None
+        holder = torch.nn.Module()
+        holder.backbone = net
+        apply_speed_options(holder, channels_last=True, compile=False)
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+        assert net._weight_format() == fmt
+        seen, modulated = [], layers.GroupNorm.modulated
+
+        def spy(self, h, *args, **kwargs):
+            seen.append(layers._channels_last(h))
+            return modulated(self, h, *args, **kwargs)
+
+        monkeypatch.setattr(layers.GroupNorm, "modulated", spy)
+        out = net(x, c_noise)
+    assert len(seen) == sum(isinstance(m, layers.GroupNorm) for m in net.modules()) and all(seen)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

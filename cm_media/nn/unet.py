@@ -114,6 +114,15 @@ class UNet(nn.Module):
             zero_module(conv_nd(d, cur, (cfg.out_channels or cfg.in_channels) * fold, 3, padding=1)),
         )
 
+    def _weight_format(self) -> torch.memory_format | None:
+        """channels_last(_3d) when the convs' weights are stored that way (sample.channels_last), else None.
+
+        Read off the output conv (its input channels are > 1, so its layout is unambiguous, unlike the stem's for
+        a grey image): every activation must follow, or the convs and GroupNorms fall off their fast paths."""
+        w = self.out[-1].weight
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(w.dim())
+        return fmt if fmt is not None and not w.is_contiguous() and w.is_contiguous(memory_format=fmt) else None
+
     @staticmethod
     def _run(blocks, h, emb):
         for b in blocks:
@@ -127,6 +136,9 @@ class UNet(nn.Module):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
         emb = self.embed(c_noise, cond)  # [B, 4 * channels]
         h = self.inp(patchify(x, self.patch))  # [B, C * prod(patch), *axes / patch]
+        fmt = self._weight_format()
+        if fmt is not None and not h.is_contiguous(memory_format=fmt):
+            h = h.contiguous(memory_format=fmt)  # a 1-channel input leaves the stem's output in plain layout
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb)
