@@ -108,6 +108,25 @@ def test_peak_memory_sees_a_large_allocation():
     assert method.startswith("rss") and mib > 40
 
 
+def test_peak_memory_is_not_hidden_by_earlier_garbage_freed_inside():
+    """Cyclic garbage of earlier work (256 MiB) that the collector frees while fn runs must not pull RSS below the
+    baseline and hide fn's own 64 MiB peak (this read 0.0 MiB in CI before peak_memory collected first)."""
+    import gc
+
+    junk = [torch.ones(256 * 2**20 // 4)]
+    junk.append(junk)  # a reference cycle: only the cyclic collector frees it
+    del junk
+
+    def fn():
+        gc.collect()
+        return torch.ones(64 * 2**20 // 4).sum()
+
+    mib, method, _ = bench.peak_memory(fn, torch.device("cpu"))
+    if mib is None:
+        pytest.skip("no peak-RSS counter on this system")
+    assert 40 < mib < 200
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--steps", "1,x"], "--steps"),
     (["--steps", "0"], "--steps"),

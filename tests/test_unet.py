@@ -104,13 +104,18 @@ def test_group_norm_channels_last_fast_path_matches_the_native_kernel(shape, gro
     assert norm(xcl).is_contiguous(memory_format=fmt)  # the layout the next conv wants is kept
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 8, 8)), (3, (2, 1, 4, 8, 8))])
-def test_unet_channels_last_weights_keep_every_activation_channels_last(dims, shape, monkeypatch):
+def test_unet_channels_last_weights_keep_every_activation_channels_last(dims, shape, threads, monkeypatch, request):
     """A grey (1-channel) input leaves the stem's output in plain layout; the net must move it to channels-last,
-    or every GroupNorm and conv after it falls off its fast path. Same outputs as the plain-layout net."""
+    or every GroupNorm and conv after it falls off its fast path. Same outputs as the plain-layout net. On one
+    thread a float32 1x1x1 Conv3d returns plain layout by itself (layers.Conv3d restores it)."""
     from cm_media.nn import layers
     from cm_media.runs.generator import apply_speed_options
 
+    before = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(before))
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = UNet(UNetConfig(dims=dims, in_channels=1, channels=16, channel_mult=[1, 2], num_res_blocks=1,
                           attn_levels=[1], down_stride=[1, 2, 2][-dims:])).eval()

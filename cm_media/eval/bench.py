@@ -11,6 +11,7 @@ matmul peak in the same dtype (measured once per run, on first need, and printed
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import math
 import re
@@ -117,9 +118,10 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float |
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated", out
     _fix_malloc_threshold()
-    base = _proc_status_kib("VmRSS")
+    gc.collect()  # garbage of earlier work freed while fn runs would pull RSS below the baseline and hide fn's peak
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter, to RSS now
+        base = _proc_status_kib("VmHWM")
     except OSError:
         base = None
     try:

@@ -11,7 +11,30 @@ from torch import nn
 
 from cm_media.math.parameterization import append_dims
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4D/5D CPU tensor stored channels-last (and not also plain contiguous, e.g. C == 1)."""
+    if x.device.type != "cpu" or x.dim() not in (4, 5) or x.is_contiguous():
+        return False
+    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    return x.is_contiguous(memory_format=fmt)
+
+
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d whose output keeps a channels-last CPU input's layout.
+
+    On one thread PyTorch runs a float32 Conv3d whose kernel's last two sizes are 1 (the 1x1x1 skip, the 3x1x1
+    temporal conv) off oneDNN and returns plain layout, which pushed every later GroupNorm and conv of a
+    channels-last video net off its fast path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if _channels_last(x) and out.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last_3d)
+        return out
+
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: Conv3d}
 
 
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
@@ -24,14 +47,6 @@ def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
 def norm_groups(channels: int, max_groups: int = 32) -> int:
     """Largest group count <= max_groups that divides the channels."""
     return math.gcd(channels, max_groups)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """True for a 4D/5D CPU tensor stored channels-last (and not also plain contiguous, e.g. C == 1)."""
-    if x.device.type != "cpu" or x.dim() not in (4, 5) or x.is_contiguous():
-        return False
-    fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-    return x.is_contiguous(memory_format=fmt)
 
 
 STATS_CHUNK = 1 << 18  # float32 elements per chunk of channel_sums (1 MiB: stays in the core's L2 cache)
