@@ -245,3 +245,18 @@ def test_export_rejects_a_checkpoint_without_config(tmp_path, capsys):
     save_file({"ema.w": torch.zeros(2)}, str(bad))
     assert main(["export", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "not a cm-media checkpoint" in capsys.readouterr().err
+
+
+def test_every_bundled_config_yaml_is_the_config_the_weights_load_with():
+    """Loading reads the run config from the weights' metadata, not config.yaml: a hand edit of config.yaml (as
+    once of `sample.channels_last` for fashion-mnist) changes nothing, so the two must say the same."""
+    import yaml
+
+    from cm_media.registry import bundled_models
+
+    folders = bundled_models()
+    assert {"image", "fashion-mnist", "sounding-digits"} <= set(folders)
+    for name, (_, folder) in folders.items():
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            meta = json.loads(f.metadata()[META_KEY])
+        assert yaml.safe_load((folder / "config.yaml").read_text()) == meta["config"], name
