@@ -7,10 +7,11 @@
 
 SOURCE_OR_CONFIG is a cm-media image run/checkpoint, or a YAML config (an untrained network of that shape:
 latency does not depend on the weights; --set KEY=VALUE overrides it); default configs/image/digits_ict.yaml.
-With --bf16, cm-media samples as its CLI does in bf16 (bf16 weights under autocast) and the peer runs both ways a
-diffusers user would (autocast over float32 weights, and the UNet cast to bf16): the faster peer is compared. The peer is a UNet2DModel
+With --bf16, cm-media samples as its CLI does in bf16 (bf16 weights under autocast) and the peer runs the three ways
+a diffusers user would (autocast over float32 weights, the UNet cast to bf16, and that in channels-last): the
+fastest peer is compared. The peer is a UNet2DModel
 with DownBlock2D/UpBlock2D levels and an attention mid block, its width chosen to match cm-media's parameter
-count. Four timings alternate in every round (so machine load hits all alike): each library's one-step sample
+count. The timings alternate in every round (so machine load hits all alike): each library's one-step sample
 to [0, 1] pixels and its bare network forward. Medians and their ratios come from this one run.
 """
 
@@ -151,24 +152,26 @@ def main() -> int:
 
         return sample, forward
 
-    fns = [cm_sample, cm_forward, *peer(unet, pipe)]
-    if args.bf16:  # the other way a diffusers user runs bf16: the whole UNet in bf16
+    fns, ways = [cm_sample, cm_forward, *peer(unet, pipe)], ["autocast" if args.bf16 else "float32"]
+    if args.bf16:  # the other ways a diffusers user runs bf16: the whole UNet in bf16, and that in channels-last
         import copy
 
-        unet16 = copy.deepcopy(unet).to(torch.bfloat16)
-        pipe16 = ConsistencyModelPipeline(unet=unet16, scheduler=scheduler).to(dev)
-        pipe16.set_progress_bar_config(disable=True)
-        fns += peer(unet16, pipe16)
+        for way, fmt in (("bf16 weights", torch.contiguous_format), ("bf16 weights, channels-last", torch.channels_last)):
+            unet16 = copy.deepcopy(unet).to(torch.bfloat16).to(memory_format=fmt)
+            pipe16 = ConsistencyModelPipeline(unet=unet16, scheduler=scheduler).to(dev)
+            pipe16.set_progress_bar_config(disable=True)
+            fns += peer(unet16, pipe16)
+            ways.append(way)
     times = median_times(fns, args.repeats, args.warmup, sync)
-    cm_s, cm_f, pe_s, pe_f = times[:4]
-    peer_way = "autocast"
-    if args.bf16 and times[4] < pe_s:
-        pe_s, pe_f, peer_way = times[4], times[5], "bf16 weights"
+    cm_s, cm_f = times[:2]
+    peers = [(times[2 + 2 * i], times[3 + 2 * i], way) for i, way in enumerate(ways)]
+    pe_s, pe_f, peer_way = min(peers)  # the fastest way the peer ran
     result = {
         "device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
         "batch": b, "image": [c, size, size], "repeats": args.repeats, "bf16": args.bf16,
-        "peer_bf16_way": peer_way if args.bf16 else None, "all_medians_s": times,
+        "peer_way": peer_way, "peer_onestep_s_by_way": {w: t for t, _, w in peers}, "all_medians_s": times,
+        "cm_media_channels_last": bool(gen.cfg.sample.channels_last),
         "cm_media_params": ours, "diffusers_params": count(unet),
         "cm_media_onestep_s": cm_s, "cm_media_forward_s": cm_f,
         "diffusers_onestep_s": pe_s, "diffusers_forward_s": pe_f,
@@ -176,7 +179,7 @@ def main() -> int:
         "diffusers_over_cm_media_onestep": pe_s / cm_s, "diffusers_over_cm_media_forward": pe_f / cm_f,
     }
     print(f"batch {b} of {c}x{size}x{size} on {dev} ({result['threads']} threads), median of {args.repeats}"
-          + (f", bf16 (peer: {peer_way})" if args.bf16 else ""))
+          + (", bf16" if args.bf16 else "") + f"; peer: {peer_way}, the fastest of " + ", ".join(ways))
     print("| library | params | one-step ms | forward ms | one-step / forward |\n|---|---|---|---|---|")
     print(f"| cm-media | {ours} | {cm_s * 1e3:.2f} | {cm_f * 1e3:.2f} | {cm_s / cm_f:.3f} |")
     print(f"| diffusers | {count(unet)} | {pe_s * 1e3:.2f} | {pe_f * 1e3:.2f} | {pe_s / pe_f:.3f} |")
