@@ -173,3 +173,19 @@ def test_bench_times_the_requested_audio_length_with_the_bundled_model():
     (rec,) = bench.run_bench(["audio"], opts)
     assert rec["audio_seconds"] == pytest.approx(3.0, abs=0.02)  # 189 STFT frames of 128 samples, whole hops
     assert rec["num_samples"] == 8 and rec["peak_memory_mib"] is not None
+
+
+def test_peak_memory_counts_an_allocation_served_from_free_heap_memory():
+    """Free heap memory still resident (120 MiB freed below a live block, as timing's 32 MiB mmap threshold leaves
+    it) must not absorb fn's 64 MiB without a trace: this read 3 MiB before peak_memory released it first."""
+    import numpy as np
+
+    bench._fix_malloc_threshold(32 * 2**20)  # as the timing phase leaves it: 30 MiB blocks come from the heap
+    blocks = [np.ones(30 * 2**20 // 8) for _ in range(4)]
+    pin = np.ones(20 * 2**20 // 8)  # allocated after them: their space cannot be trimmed from the heap's top
+    del blocks
+    mib, _, out = bench.peak_memory(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
+    assert out == 64 * 2**20 // 4 and pin.size
+    if mib is None:
+        pytest.skip("no peak-RSS counter on this system")
+    assert 40 < mib < 200

@@ -108,6 +108,19 @@ def _fix_malloc_threshold(nbytes: int = 128 * 1024) -> None:
         pass
 
 
+def _release_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc malloc_trim(0): also the free chunks below live ones).
+
+    Free memory left resident in the heap (up to the trim threshold at its top, and any free chunk pinned below a
+    live one) serves the next allocations without raising RSS, so a 64 MiB tensor measured 3 MiB of peak."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float | None, str, object]:
     """(peak extra memory in MiB while fn() runs, how it was measured, fn's result)."""
     if device.type == "cuda":
@@ -119,6 +132,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float |
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_memory_allocated", out
     _fix_malloc_threshold()
     gc.collect()  # garbage of earlier work freed while fn runs would pull RSS below the baseline and hide fn's peak
+    _release_free_heap()  # and free heap memory left resident would serve fn's allocations without raising RSS
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the kernel's peak-RSS counter, to RSS now
         base = _proc_status_kib("VmHWM")
