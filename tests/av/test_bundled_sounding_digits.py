@@ -68,7 +68,7 @@ def test_bundled_sounding_digits_gives_a_silent_clip_its_sound(bundled, tmp_path
 def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bundled):
     """The model was trained to generate each stream from the other held clean: the sound it makes for real
     held-out clips starts at their bounces far more often than the same sounds moved to other clips (200 clips:
-    78% vs 24%, benchmarks/README.md "Sounding video")."""
+    79% vs 26%, benchmarks/README.md "Sounding video")."""
     from modalities.av.codec import layout_of, pack_media, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI, SoundingDigits
     from modalities.av.sync import av_sync_report
