@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,14 +34,10 @@ MATRIX_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def median_s(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of fn on the CPU (cm_media.eval.bench.median_times)."""
+    from cm_media.eval.bench import median_times
+
+    return median_times([fn], torch.device("cpu"), repeats, warmup)[0]
 
 
 def capture_calls(backbone: nn.Module, forward) -> list[tuple[nn.Module, torch.Tensor]]:

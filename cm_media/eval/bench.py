@@ -11,6 +11,7 @@ matmul peak in the same dtype (measured once per run, on first need, and printed
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -89,6 +90,18 @@ def _proc_status_kib(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """glibc as a ctypes library with mallopt and malloc_trim, or None (not Linux, or another C library)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def _fix_malloc_threshold(nbytes: int = 128 * 1024) -> None:
     """Fix glibc's mmap threshold (M_MMAP_THRESHOLD) at `nbytes` and its trim threshold (M_TRIM_THRESHOLD) at twice
     that, the pair glibc's own dynamic rule keeps (setting either stops it adjusting them).
@@ -98,14 +111,10 @@ def _fix_malloc_threshold(nbytes: int = 128 * 1024) -> None:
     plain library use; a fixed mmap threshold alone left the trim threshold at 128 KiB, so every free trimmed
     the heap and the next call faulted its pages back in: the bundled video and audio models timed 1.4-1.5x
     slower in the bench than in a plain process (benchmarks/README.md, "Bench timings vs plain use")."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    libc = _glibc()
+    if libc is not None:
         libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 2 * nbytes)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def _release_free_heap() -> None:
@@ -113,12 +122,9 @@ def _release_free_heap() -> None:
 
     Free memory left resident in the heap (up to the trim threshold at its top, and any free chunk pinned below a
     live one) serves the next allocations without raising RSS, so a 64 MiB tensor measured 3 MiB of peak."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float | None, str, object]:
