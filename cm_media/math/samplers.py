@@ -40,6 +40,20 @@ def multistep(
     return x
 
 
+@torch.no_grad()
+def multistep_fixed_noise(f: Fn, noise: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002) -> torch.Tensor:
+    """Algorithm 1 with every re-noise drawn from `noise` itself (step k: the flat noise rolled by k * 7919
+    places), so the K-step sample is a deterministic function of its starting noise: the target a one-step student
+    can regress onto (knowledge distillation, Luhman & Luhman 2021, needs a deterministic teacher sampler)."""
+    sigmas = [float(s) for s in sigmas]
+    flat = noise.flatten(1)  # [B, D]
+    x = f(sigmas[0] * noise, _sig(noise, sigmas[0]))
+    for k, tau in enumerate(sigmas[1:], start=1):
+        z = flat.roll(k * 7919, dims=1).view_as(noise)
+        x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * z, _sig(noise, tau))
+    return x
+
+
 def default_step_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
     """Noise levels for a K-step consistency sample: a Karras grid of K + 1 points without its sigma_min end."""
     if steps < 1:

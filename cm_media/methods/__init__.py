@@ -14,9 +14,11 @@ from cm_media.methods.distillation import CD, ECT
 from cm_media.methods.edm import EDM
 from cm_media.methods.meanflow import MeanFlow
 from cm_media.methods.scm import SCM
+from cm_media.methods.self_distillation import KD
 
 METHODS: dict[str, type[Method]] = {
     "ict": ICT, "ct": CT, "edm": EDM, "cd": CD, "ect": ECT, "meanflow": MeanFlow, "scm": SCM, "cmt": CMT,
+    "kd": KD,  # one-step student of a consistency model's own multistep sampler
     "autoencoder": AutoencoderTraining,  # a codec run: trains a learned codec for latent models
 }
 

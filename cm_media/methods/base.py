@@ -34,6 +34,7 @@ class Method:
     name = ""
     Config: type = MethodConfig
     needs_teacher = False  # the training loop loads method.teacher and passes it in
+    teacher_kind = "edm"  # the parameterization `method.teacher` must have been trained with
     # the loss calls the network unwrapped from DistributedDataParallel (torch.func.jvp cannot run through its
     # forward), so DDP's gradient hooks never fire and the training loop all-reduces the gradients itself
     bypasses_ddp = False

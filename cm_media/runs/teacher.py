@@ -8,6 +8,7 @@ import torch
 
 from cm_media.conditions import GUIDANCE
 from cm_media.errors import UserError
+from cm_media.methods import METHODS, method_kind
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs.config import RunConfig
@@ -19,7 +20,7 @@ def load_teacher(student: RunConfig, device) -> tuple[torch.nn.Module, RunConfig
     if not getattr(student.method, "teacher", None):
         raise UserError(f"method.name {student.method.name} needs method.teacher (a teacher run directory or checkpoint)")
     run = load_run(student.method.teacher, device)
-    check_compatible(student, run.cfg, str(run.path))
+    check_compatible(student, run.cfg, str(run.path), METHODS[student.method.name].teacher_kind)
     return run.model.requires_grad_(False), run.cfg
 
 
@@ -33,10 +34,12 @@ def _comparable(cfg: RunConfig, name: str) -> dict:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def check_compatible(student: RunConfig, teacher: RunConfig, where: str) -> None:
-    """Teacher and student must share modality, codec, backbone and sigma_data; the teacher must be EDM."""
-    if teacher.method.name != "edm":
-        raise UserError(f"teacher {where} was trained with method {teacher.method.name!r}; a teacher must be 'edm'")
+def check_compatible(student: RunConfig, teacher: RunConfig, where: str, kind: str = "edm") -> None:
+    """Teacher and student must share modality, codec, backbone and sigma_data; the teacher must be an EDM model
+    (`kind` "edm") or, for self-distillation, a consistency model."""
+    if method_kind(teacher.method.name) != kind:
+        need = "'edm'" if kind == "edm" else f"a {kind} model (ict, ct, cd, ect, cmt, kd)"
+        raise UserError(f"teacher {where} was trained with method {teacher.method.name!r}; a teacher must be {need}")
     for name in ("modality", "codec", "backbone"):
         a, b = _comparable(student, name), _comparable(teacher, name)
         if a != b:

@@ -1,0 +1,93 @@
+"""Knowledge distillation of a consistency model's multistep sampler into one step (method kd): the deterministic
+teacher sampler, the regression loss, config and teacher checks, and a tiny run from an iCT teacher."""
+
+import math
+
+import pytest
+import torch
+
+from cm_media.errors import UserError
+from cm_media.math import losses
+from cm_media.math.parameterization import append_dims
+from cm_media.math.samplers import default_step_sigmas, multistep_fixed_noise, onestep
+from cm_media.methods.self_distillation import KD, KDConfig
+from cm_media.runs.config import load_config
+from cm_media.runs.training import train
+
+
+class Shrink(torch.nn.Module):
+    """Stands in for teacher and student: f(x, sigma) = x / (1 + sigma)."""
+
+    def forward(self, x, sigma, cond=None):
+        return x / append_dims(1 + sigma, x.ndim)
+
+
+def test_fixed_noise_multistep_is_algorithm_1_with_rolled_noise():
+    noise = torch.randn(3, 2, 5)
+    f = Shrink()
+    sigmas = [20.0, 2.0, 0.5]
+    got = multistep_fixed_noise(f, noise, sigmas, sigma_min=0.002)
+    x = f(20.0 * noise, torch.full((3,), 20.0))
+    for k, tau in enumerate(sigmas[1:], start=1):
+        z = noise.flatten(1).roll(k * 7919, dims=1).view_as(noise)
+        x = f(x + math.sqrt(tau**2 - 0.002**2) * z, torch.full((3,), tau))
+    assert torch.allclose(got, x)
+    assert torch.equal(got, multistep_fixed_noise(f, noise.clone(), sigmas))  # a function of the noise alone
+    assert torch.equal(multistep_fixed_noise(f, noise, [20.0]), onestep(f, noise, 20.0))
+    # each sample's re-noise comes from its own noise: changing sample 0 leaves the others' results
+    other = noise.clone()
+    other[0] += 1
+    moved = multistep_fixed_noise(f, other, sigmas)
+    assert torch.equal(moved[1:], got[1:]) and not torch.equal(moved[0], got[0])
+
+
+def _kd(**kw):
+    cfg = KDConfig(**{"teacher": "t", "init_from_teacher": False, "sigma_max": 20.0, **kw})
+    return KD(cfg, Shrink(), 10, teacher=Shrink())
+
+
+def test_loss_regresses_the_one_step_sample_onto_the_teachers_k_step_sample():
+    m = _kd(teacher_steps=3)
+    assert m.teacher_sigmas() == default_step_sigmas(3, 0.002, 20.0, 7.0)
+    x0 = torch.zeros(4, 1, 6)
+    loss = m.loss(Shrink(), x0, 0, torch.Generator().manual_seed(1))
+    z = torch.randn((4, 1, 6), generator=torch.Generator().manual_seed(1))
+    target = multistep_fixed_noise(Shrink(), z, m.teacher_sigmas())
+    pred = Shrink()(20.0 * z, torch.full((4,), 20.0))
+    assert loss.shape == (4,)
+    assert torch.allclose(loss, losses.pseudo_huber(pred, target, losses.pseudo_huber_c(6)))
+    assert _kd(teacher_steps=2, teacher_sigmas=[20.0, 1.0]).teacher_sigmas() == [20.0, 1.0]
+    # a student that already makes the teacher's K-step sample has (pseudo-Huber) loss 0
+    assert torch.allclose(m.loss(lambda x, s: target, x0, 0, torch.Generator().manual_seed(1)), torch.zeros(4))
+
+
+def test_config_errors():
+    with pytest.raises(UserError, match="teacher_steps must be >= 2"):
+        KDConfig(teacher_steps=1)
+    with pytest.raises(UserError, match="teacher_sigmas lists 2 levels for teacher_steps 3"):
+        KDConfig(teacher_steps=3, teacher_sigmas=[20.0, 1.0])
+
+
+def _tiny(digits_config, steps, **extra):
+    sets = {"train.steps": steps, "train.batch_size": 8, "train.log_every": 1, "train.warmup_steps": 1,
+            "backbone.preset": "tiny", "train.checkpoint_every": 1000}
+    sets.update(extra)
+    return load_config(digits_config, [f"{k}={v}" for k, v in sets.items()])
+
+
+def test_tiny_run_from_an_ict_teacher_and_teacher_kind_errors(tmp_path, digits_config):
+    import cm_media
+
+    teacher = tmp_path / "ict"
+    train(_tiny(digits_config, 2), teacher, progress=False)
+    student = tmp_path / "kd"
+    train(_tiny(digits_config, 2, **{"method.name": "kd", "method.teacher": str(teacher), "method.teacher_steps": 2}),
+          student, progress=False)
+    gen = cm_media.load(student)
+    assert gen.is_consistency
+    out = gen.generate(2, steps=1)
+    assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+    edm = tmp_path / "edm"
+    train(_tiny(digits_config, 1, **{"method.name": "edm"}), edm, progress=False)
+    with pytest.raises(UserError, match="a teacher must be a consistency model"):
+        train(_tiny(digits_config, 1, **{"method.name": "kd", "method.teacher": str(edm)}), tmp_path / "x", progress=False)
