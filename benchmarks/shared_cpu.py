@@ -19,8 +19,10 @@ exactly as for the user):
 - training: `--train-steps` steps of `--config` (with `--set` overrides) via the training loop, step time = the
   median of per-step differences of metrics.jsonl's elapsed_s (1 ms resolution: use a config whose steps take
   tens of ms or more) after the first quarter of the steps;
-- generation: `--gen-calls` timed one-step sampler calls (model space, the run's sample batch and bf16 defaults)
-  of `--model` (a bundled name, run or checkpoint) after 2 untimed ones; the median.
+- generation: `--gen-calls` timed one-step `generate` calls of one batch (sampled and decoded, the run's sample
+  batch and bf16 defaults) of `--model` (a bundled name, run or checkpoint), loaded as `cm-media generate` loads
+  it (with the policy's worker threads, cm_media/runs/workers.py), after 2 untimed ones; the median. Setting
+  `oneteam` is `default` with the workers off (the policy before them).
 
 Every (setting, scenario) pair runs once per repeat in rotating order; the reported time is the median over
 `--repeats`. Ratios: busy / alone per setting (target: at most 1.5x with default settings) and default alone /
@@ -81,24 +83,29 @@ def worker_generate(args) -> dict:
     applied = _start_like_the_cli("generate")
     import torch
 
-    from cm_media.runs.generator import load
+    from cm_media.cli import _load
 
-    gen = load(args.model, device="cpu")
+    gen = _load(args.model, device="cpu")  # as `cm-media generate` loads it: with the policy's workers
+    if args.no_workers:
+        gen.workers = 1
     opts = gen.options()
-    shape = gen.modality.sample_shape(gen.cfg, gen.codec)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn((opts.batch_size, *shape), generator=g)
     times = []
     for i in range(args.gen_calls + 2):
         t0 = time.perf_counter()
-        gen.sample(noise, 1, g, opts.bf16)
+        gen.generate(opts.batch_size, steps=1, seed=i, batch_size=opts.batch_size)  # one batch, sampled and decoded
         if i >= 2:
             times.append(time.perf_counter() - t0)
     return {"step_s": statistics.median(times), "batch": opts.batch_size, "bf16": bool(opts.bf16),
-            "threads_start": torch.get_num_threads(), "threads_end": torch.get_num_threads(), "policy": applied}
+            "threads_start": torch.get_num_threads(), "threads_end": torch.get_num_threads(), "policy": applied,
+            "workers": gen.workers}
 
 
 # ---------------------------------------------------------------- the driver
+
+
+def _setting_env(setting: str) -> str:
+    """The environment a setting runs under: `oneteam` is `default` with generation's workers turned off."""
+    return "default" if setting == "oneteam" else setting
 
 
 def _env(setting: str, fixed: int) -> dict:
@@ -115,12 +122,14 @@ def _measure(kind: str, setting: str, busy: bool, args) -> dict:
            "--model", args.model, "--train-steps", str(args.train_steps), "--gen-calls", str(args.gen_calls)]
     for s in args.set:
         cmd += ["--set", s]
+    if setting == "oneteam":
+        cmd.append("--no-workers")
     spinner = None
     if busy:
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         time.sleep(0.5)
     try:
-        out = subprocess.run(cmd, env=_env(setting, args.fixed_threads), cwd=ROOT, capture_output=True, text=True,
+        out = subprocess.run(cmd, env=_env(_setting_env(setting), args.fixed_threads), cwd=ROOT, capture_output=True, text=True,
                              timeout=args.timeout)
     finally:
         if spinner is not None:
@@ -197,7 +206,9 @@ def main() -> int:
     p.add_argument("--gen-calls", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fixed-threads", type=int, default=2, help="the old fixed thread count (setting 'fixed')")
-    p.add_argument("--settings", default="default,fixed", help="of default, fixed, passive")
+    p.add_argument("--settings", default="default,fixed",
+                   help="of default, oneteam (default without generation's workers: the policy before them), fixed, passive")
+    p.add_argument("--no-workers", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kinds", default="train,generate", help="of train, generate")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shared_cpu.json"))

@@ -231,9 +231,12 @@ def _check_generate_args(args, dests) -> None:
 
 
 def _load(source, device="auto"):
+    """The Generator, with the start-up thread policy's generation workers (cm_media/threads.py)."""
     from cm_media.runs.generator import load
 
-    return load(source, device=device)
+    gen = load(source, device=device)
+    gen.workers = threads.APPLIED.get("workers", 1)
+    return gen
 
 
 def cmd_generate(args, dests) -> int:
