@@ -8,8 +8,8 @@ and takes the idle cores:
 
     threads = usable cores - busy cores (at least 1)
 
-and, when some cores are busy, `cm-media generate` shares each batch among threads + 1 worker threads of one
-torch thread each (`cm_media/runs/workers.py`): chunk by chunk, the worker on a busy core does what its share of
+and, when some cores are busy, `cm-media generate` and `train` share each batch among threads + 1 worker threads
+of one torch thread each (`cm_media/runs/workers.py`): chunk by chunk, the worker on a busy core does what its share of
 that core allows instead of holding a team back, so the idle cores and the busy cores' spare time both work.
 
 - usable cores: the CPUs this process may run on (`os.sched_getaffinity`), capped by a cgroup CPU quota
@@ -101,10 +101,15 @@ def decide(usable: int, busy: float | None, env: Mapping[str, str], requested: i
     usable = max(int(usable), 1)
     busy_count = busy_core_count(busy, threshold)
     n = max(1, usable - busy_count)
-    # beside busy processes, generation's batch chunks go to one-thread workers: one per idle core plus one that
-    # takes the busy cores' spare time (a chunk at a time, so it cannot hold the others back)
-    workers = min(usable, n + 1) if busy_count and usable > 1 else 1
-    return Decision(n, f"{usable} usable core(s), {busy:.2f} busy with other processes", auto=True, workers=workers)
+    return Decision(n, f"{usable} usable core(s), {busy:.2f} busy with other processes", auto=True,
+                    workers=workers_for(usable, n))
+
+
+def workers_for(usable: int, threads: int) -> int:
+    """Beside busy processes (fewer threads than usable cores), batch chunks go to one-thread workers: one per
+    idle core plus one that takes the busy cores' spare time (a chunk at a time, so it cannot hold the others
+    back); 1 (no workers) on an idle machine."""
+    return min(usable, threads + 1) if threads < usable else 1
 
 
 # ---------------------------------------------------------------- measuring the machine
@@ -277,6 +282,7 @@ class Monitor:
         self.cpus = usable_cpus()
         self.usable = usable_cores(self.cpus)
         self.threads, self.every_s, self.confirm = threads, every_s, confirm
+        self.workers = workers_for(self.usable, threads)  # training's worker threads (runs/workers.py)
         self.last = _read(self.cpus)
         self.pending: list[int] = []
         self.changes = 0
@@ -308,7 +314,7 @@ class Monitor:
 
         log.debug("threads: %d -> %d (%.2f cores busy with other processes)", self.threads, n, busy)
         torch.set_num_threads(n)
-        self.threads = n
+        self.threads, self.workers = n, workers_for(self.usable, n)
         self.changes += 1
 
 

@@ -55,3 +55,39 @@ def test_generator_with_workers_makes_the_serial_samples(steps):
     shared = gen.generate(7, steps=steps, seed=3, batch_size=7, cond={"class": ["1", "7"]})
     assert torch.allclose(serial, shared, atol=1e-5)  # float32: the same samples; the draws are made in order
     assert not torch.allclose(shared[:4], gen.generate(4, steps=steps, seed=4, batch_size=7)[:4], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["ict", "edm"])
+def test_training_step_in_chunks_equals_the_serial_step(digits_config, method):
+    """Chunks as data-parallel ranks on worker threads: the same per-sample losses, the same gradients (up to
+    float summation order) and the generator left where the serial loss leaves it."""
+    from cm_media.methods import build_method
+    from cm_media.runs.config import load_config
+    from cm_media.runs.model import build_model
+    from cm_media.runs.workers import loss_backward_in_chunks
+
+    cfg = load_config(digits_config, ["backbone.preset=tiny", f"method.name={method}"])
+    torch.manual_seed(0)
+    _, _, model = build_model(cfg)
+    m = build_method(cfg.method, model, 100)
+    x0 = torch.randn(8, 1, 8, 8)
+    gen = torch.Generator().manual_seed(5)
+    serial = m.loss(model, x0, 3, gen)
+    serial.float().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    after_serial = torch.randn(3, generator=gen)
+    model.zero_grad(set_to_none=True)
+    gen = torch.Generator().manual_seed(5)
+    chunked = loss_backward_in_chunks(m, model, x0, 3, gen, None, lambda: torch.autocast("cpu", enabled=False), 2)
+    assert torch.allclose(chunked, serial.detach(), rtol=1e-5, atol=1e-6)
+    for g, p in zip(grads, model.parameters()):
+        assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-6)
+    assert torch.equal(torch.randn(3, generator=gen), after_serial)
+    assert m.rank == 0 and m.world == 1  # the method itself is untouched
+
+
+def test_even_chunks():
+    from cm_media.runs.workers import even_chunks
+
+    assert [even_chunks(n, 2) for n in (8, 6, 7, 1, 2, 32)] == [4, 3, 1, 1, 2, 4]
+    assert even_chunks(9, 3) == 3 and even_chunks(12, 1) == 2

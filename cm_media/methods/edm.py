@@ -23,6 +23,7 @@ class EDM(Method):
 
     kind = "edm"
     name = "edm"
+    splits_batch = True
     Config = EDMConfig
 
     def loss(self, model, x0, step, gen, cond=None):

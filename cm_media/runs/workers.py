@@ -1,4 +1,5 @@
-"""Batch chunks shared by worker threads of one torch thread each: generation on a CPU shared with other work.
+"""Batch chunks shared by worker threads of one torch thread each: generation and training on a CPU shared with
+other work.
 
 Beside a busy process, torch's OpenMP team is as slow as its slowest thread (each parallel region splits work
 evenly, so the thread sharing a core with the other process holds everyone back), and one thread leaves the free
@@ -23,11 +24,17 @@ def chunk_slices(n: int, chunks: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def map_chunks(fn: Callable[[slice], torch.Tensor], n: int, workers: int, chunks_per_worker: int = 2) -> torch.Tensor:
-    """torch.cat([fn(s) for s in slices of range(n)]), the slices taken from a queue by `workers` threads that
-    each use one torch thread; the caller's thread count is restored afterwards. An error in any chunk is raised
-    here once every worker has stopped."""
-    slices = chunk_slices(n, workers * chunks_per_worker)
+def even_chunks(n: int, workers: int, per_worker: int = 2) -> int:
+    """The most chunks, at most workers * per_worker, that split n evenly (1: n cannot be split)."""
+    return next(k for k in range(max(1, min(n, workers * per_worker)), 0, -1) if n % k == 0)
+
+
+def map_chunks(fn: Callable[[slice], torch.Tensor], n: int, workers: int, chunks_per_worker: int = 2,
+               chunks: int | None = None) -> torch.Tensor:
+    """torch.cat([fn(s) for s in slices of range(n)]), the slices (`chunks` of them, default workers *
+    chunks_per_worker) taken from a queue by `workers` threads that each use one torch thread; the caller's thread
+    count is restored afterwards. An error in any chunk is raised here once every worker has stopped."""
+    slices = chunk_slices(n, chunks or workers * chunks_per_worker)
     if workers <= 1 or len(slices) == 1:
         return torch.cat([fn(s) for s in slices])
     todo: queue.SimpleQueue = queue.SimpleQueue()
@@ -58,3 +65,35 @@ def map_chunks(fn: Callable[[slice], torch.Tensor], n: int, workers: int, chunks
     if errors:
         raise errors[0]
     return torch.cat(out)
+
+
+def loss_backward_in_chunks(method, net: torch.nn.Module, x0: torch.Tensor, step: int, gen: torch.Generator,
+                            cond: dict | None, autocast: Callable, workers: int) -> torch.Tensor:
+    """A training step's per-sample losses [B] (detached), the gradients of their mean accumulated into `net`'s
+    parameters: chunk i of K runs `method` as data-parallel rank i of K (it draws the whole batch's randomness from
+    a copy of `gen` and keeps its slice, as DDP ranks do), forward and backward on a worker thread. `gen` ends
+    where one serial loss call leaves it, so the draws, and the step, are those of the serial loss (up to the
+    order in which float gradients are summed). `autocast()` makes a fresh autocast context (its state is
+    per thread)."""
+    import copy
+
+    b = x0.shape[0]
+    k = even_chunks(b, workers)
+    size, start_state, end_state = b // k, gen.get_state(), []
+
+    def chunk(sl: slice) -> torch.Tensor:
+        rank = copy.copy(method)  # shares the networks; only rank and world differ
+        rank.rank, rank.world = sl.start // size, k
+        g = torch.Generator().manual_seed(0)
+        g.set_state(start_state)
+        part = {name: v[sl] for name, v in cond.items()} if cond else None
+        with autocast():
+            per = rank.loss(net, x0[sl], step, g, part)  # [size]
+        (per.float().sum() / b).backward()
+        if sl.start == 0:
+            end_state.append(g.get_state())
+        return per.detach().float()
+
+    per_sample = map_chunks(chunk, b, workers, chunks=k)
+    gen.set_state(end_state[0])
+    return per_sample
