@@ -21,8 +21,9 @@ exactly as for the user):
   tens of ms or more) after the first quarter of the steps;
 - generation: `--gen-calls` timed one-step `generate` calls of one batch (sampled and decoded, the run's sample
   batch and bf16 defaults) of `--model` (a bundled name, run or checkpoint), loaded as `cm-media generate` loads
-  it (with the policy's worker threads, cm_media/runs/workers.py), after 2 untimed ones; the median. Setting
-  `oneteam` is `default` with the workers off (the policy before them).
+  it (with the policy's worker threads, cm_media/runs/workers.py), after 2 untimed ones; the median.
+- setting `oneteam` is `default` with the worker threads off (the policy before them), for training and
+  generation.
 
 Every (setting, scenario) pair runs once per repeat in rotating order; the reported time is the median over
 `--repeats`. Ratios: busy / alone per setting (target: at most 1.5x with default settings) and default alone /
@@ -66,6 +67,10 @@ def worker_train(args) -> dict:
     from cm_media.runs.config import load_config
     from cm_media.runs.training import train
 
+    if args.no_workers:  # setting oneteam: the policy's thread count without the worker threads
+        from cm_media import threads
+
+        threads.workers_for = lambda usable, n: 1
     start_threads = torch.get_num_threads()
     sets = [*args.set, f"train.steps={args.train_steps}", "train.log_every=1", "train.samples=0",
             f"train.checkpoint_every={10 * args.train_steps}"]
@@ -104,7 +109,7 @@ def worker_generate(args) -> dict:
 
 
 def _setting_env(setting: str) -> str:
-    """The environment a setting runs under: `oneteam` is `default` with generation's workers turned off."""
+    """The environment a setting runs under: `oneteam` is `default` with the worker threads turned off."""
     return "default" if setting == "oneteam" else setting
 
 
@@ -167,6 +172,9 @@ def run(args) -> dict:
         if "default" in settings and "fixed" in settings:
             ratios["default alone/fixed alone"] = _ratio(med["default alone"], med["fixed alone"])  # idle cost
             ratios["default busy/fixed alone"] = _ratio(med["default busy"], med["fixed alone"])
+        if "default" in settings and "oneteam" in settings:  # what the worker threads buy beside a busy process
+            ratios["oneteam busy/default busy"] = _ratio(med["oneteam busy"], med["default busy"])
+            ratios["default alone/oneteam alone"] = _ratio(med["default alone"], med["oneteam alone"])
         summary[kind] = {"median_step_s": med, "ratios": ratios,
                          "threads": {name: [(r["threads_start"], r["threads_end"]) for r in rs]
                                      for name, rs in cells.items()}}
@@ -190,7 +198,7 @@ def markdown(result: dict) -> str:
             ratio = s["ratios"][f"{st} busy/alone"]
             lines.append(f"| {st} | {cell(st + ' alone')} | {cell(st + ' busy')} | {ratio:.2f}x |")
         for name, v in s["ratios"].items():
-            if "/fixed" in name and v is not None:
+            if ("/fixed" in name or "/oneteam" in name or "/default" in name) and v is not None:
                 lines.append(f"\n{name}: {v:.3f}x")
         lines.append("")
     lines.append(f"background load at start: {result['background_busy_cores']} busy cores of {result['cpus']}")
@@ -207,7 +215,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fixed-threads", type=int, default=2, help="the old fixed thread count (setting 'fixed')")
     p.add_argument("--settings", default="default,fixed",
-                   help="of default, oneteam (default without generation's workers: the policy before them), fixed, passive")
+                   help="of default, oneteam (default without the worker threads: the policy before them), fixed, passive")
     p.add_argument("--no-workers", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kinds", default="train,generate", help="of train, generate")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
