@@ -22,8 +22,8 @@ exactly as for the user):
 - generation: `--gen-calls` timed one-step `generate` calls of one batch (sampled and decoded, the run's sample
   batch and bf16 defaults) of `--model` (a bundled name, run or checkpoint), loaded as `cm-media generate` loads
   it (with the policy's worker threads, cm_media/runs/workers.py), after 2 untimed ones; the median.
-- setting `oneteam` is `default` with the worker threads off (the policy before them), for training and
-  generation.
+- setting `oneteam` is `default` with the worker threads off (the policy before them), `workers` is `default`
+  with one worker thread per usable core even on an idle machine; for training and generation.
 
 Every (setting, scenario) pair runs once per repeat in rotating order; the reported time is the median over
 `--repeats`. Ratios: busy / alone per setting (target: at most 1.5x with default settings) and default alone /
@@ -67,10 +67,11 @@ def worker_train(args) -> dict:
     from cm_media.runs.config import load_config
     from cm_media.runs.training import train
 
-    if args.no_workers:  # setting oneteam: the policy's thread count without the worker threads
+    if args.no_workers or args.all_workers:  # oneteam: no worker threads; workers: one per usable core, always
         from cm_media import threads
 
-        threads.workers_for = lambda usable, n: 1
+        usable = threads.usable_cores()
+        threads.workers_for = lambda u, n: usable if args.all_workers else 1
     start_threads = torch.get_num_threads()
     sets = [*args.set, f"train.steps={args.train_steps}", "train.log_every=1", "train.samples=0",
             f"train.checkpoint_every={10 * args.train_steps}"]
@@ -91,8 +92,10 @@ def worker_generate(args) -> dict:
     from cm_media.cli import _load
 
     gen = _load(args.model, device="cpu")  # as `cm-media generate` loads it: with the policy's workers
-    if args.no_workers:
-        gen.workers = 1
+    if args.no_workers or args.all_workers:
+        from cm_media import threads
+
+        gen.workers = threads.usable_cores() if args.all_workers else 1
     opts = gen.options()
     times = []
     for i in range(args.gen_calls + 2):
@@ -110,7 +113,7 @@ def worker_generate(args) -> dict:
 
 def _setting_env(setting: str) -> str:
     """The environment a setting runs under: `oneteam` is `default` with the worker threads turned off."""
-    return "default" if setting == "oneteam" else setting
+    return "default" if setting in ("oneteam", "workers") else setting
 
 
 def _env(setting: str, fixed: int) -> dict:
@@ -127,8 +130,8 @@ def _measure(kind: str, setting: str, busy: bool, args) -> dict:
            "--model", args.model, "--train-steps", str(args.train_steps), "--gen-calls", str(args.gen_calls)]
     for s in args.set:
         cmd += ["--set", s]
-    if setting == "oneteam":
-        cmd.append("--no-workers")
+    if setting in ("oneteam", "workers"):
+        cmd.append("--no-workers" if setting == "oneteam" else "--all-workers")
     spinner = None
     if busy:
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -215,8 +218,10 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fixed-threads", type=int, default=2, help="the old fixed thread count (setting 'fixed')")
     p.add_argument("--settings", default="default,fixed",
-                   help="of default, oneteam (default without the worker threads: the policy before them), fixed, passive")
+                   help="of default, oneteam (default without the worker threads: the policy before them), workers (one "
+                        "worker thread per usable core even alone), fixed, passive")
     p.add_argument("--no-workers", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--all-workers", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--kinds", default="train,generate", help="of train, generate")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shared_cpu.json"))
