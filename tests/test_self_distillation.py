@@ -91,3 +91,39 @@ def test_tiny_run_from_an_ict_teacher_and_teacher_kind_errors(tmp_path, digits_c
     train(_tiny(digits_config, 1, **{"method.name": "edm"}), edm, progress=False)
     with pytest.raises(UserError, match="a teacher must be a consistency model"):
         train(_tiny(digits_config, 1, **{"method.name": "kd", "method.teacher": str(edm)}), tmp_path / "x", progress=False)
+
+
+class TwoStreams(torch.nn.Module):
+    """f(x, sigma) = x / (1 + sigma) with one sigma per stream (3 + 3 elements of [B, 1, 6])."""
+
+    stream_sizes = [3, 3]
+
+    def forward(self, x, sigma, cond=None):
+        from cm_media.math.streams import per_element
+
+        return x / (1 + per_element(sigma, x, self.stream_sizes if sigma.ndim == 2 else None))
+
+
+def test_held_streams_regress_onto_the_teachers_one_step_edit():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7)
+    m = KD(cfg, TwoStreams(), 10, teacher=TwoStreams())
+    x0 = torch.randn(16, 1, 6)
+    loss = m.loss(TwoStreams(), x0, 0, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn((16, 1, 6), generator=gen)
+    held = streams.clean_stream_mask(16, 2, 0.7, gen)  # [B, S]
+    assert 0 < int(held.any(1).sum()) < 16
+    keep = streams.per_element(held.float(), x0, [3, 3])
+    x = keep * x0 + (1 - keep) * 20.0 * z
+    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
+    one = TwoStreams()(x, sigma)
+    joint = multistep_fixed_noise(TwoStreams(), z, m.teacher_sigmas())
+    target = torch.where(held.any(1)[:, None, None], one, joint)
+    assert torch.allclose(loss, losses.pseudo_huber(one, target, losses.pseudo_huber_c(6)))
+    assert torch.equal(x[~held.any(1)], 20.0 * z[~held.any(1)])  # the joint rows: the one-step sampler's input
+    with pytest.raises(UserError, match="held_stream_p needs a multi-stream backbone"):
+        m.loss(Shrink(), x0, 0, torch.Generator().manual_seed(2))
+    with pytest.raises(UserError, match="held_stream_p must be in"):
+        KDConfig(held_stream_p=1.5)
