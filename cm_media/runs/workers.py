@@ -53,7 +53,7 @@ def map_chunks(fn: Callable[[slice], torch.Tensor], n: int, workers: int, chunks
                 return
             try:
                 out[i] = fn(slices[i])
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
 
     pool = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(slices)))]
