@@ -19,11 +19,8 @@ exactly as for the user):
 - training: `--train-steps` steps of `--config` (with `--set` overrides) via the training loop, step time = the
   median of per-step differences of metrics.jsonl's elapsed_s (1 ms resolution: use a config whose steps take
   tens of ms or more) after the first quarter of the steps;
-- generation: `--gen-calls` timed one-step `generate` calls of one batch (sampled and decoded, the run's sample
-  batch and bf16 defaults) of `--model` (a bundled name, run or checkpoint), loaded as `cm-media generate` loads
-  it (with the policy's worker threads, cm_media/runs/workers.py), after 2 untimed ones; the median.
-- setting `oneteam` is `default` with the worker threads off (the policy before them), `workers` is `default`
-  with one worker thread per usable core even on an idle machine; for training and generation.
+- generation: `--gen-calls` timed one-step sampler calls (model space, the run's sample batch and bf16 defaults)
+  of `--model` (a bundled name, run or checkpoint) after 2 untimed ones; the median.
 
 Every (setting, scenario) pair runs once per repeat in rotating order; the reported time is the median over
 `--repeats`. Ratios: busy / alone per setting (target: at most 1.5x with default settings) and default alone /
@@ -67,11 +64,6 @@ def worker_train(args) -> dict:
     from cm_media.runs.config import load_config
     from cm_media.runs.training import train
 
-    if args.no_workers or args.all_workers:  # oneteam: no worker threads; workers: one per usable core, always
-        from cm_media import threads
-
-        usable = threads.usable_cores()
-        threads.workers_for = lambda u, n: usable if args.all_workers else 1
     start_threads = torch.get_num_threads()
     sets = [*args.set, f"train.steps={args.train_steps}", "train.log_every=1", "train.samples=0",
             f"train.checkpoint_every={10 * args.train_steps}"]
@@ -89,31 +81,24 @@ def worker_generate(args) -> dict:
     applied = _start_like_the_cli("generate")
     import torch
 
-    from cm_media.cli import _load
+    from cm_media.runs.generator import load
 
-    gen = _load(args.model, device="cpu")  # as `cm-media generate` loads it: with the policy's workers
-    if args.no_workers or args.all_workers:
-        from cm_media import threads
-
-        gen.workers = threads.usable_cores() if args.all_workers else 1
+    gen = load(args.model, device="cpu")
     opts = gen.options()
+    shape = gen.modality.sample_shape(gen.cfg, gen.codec)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((opts.batch_size, *shape), generator=g)
     times = []
     for i in range(args.gen_calls + 2):
         t0 = time.perf_counter()
-        gen.generate(opts.batch_size, steps=1, seed=i, batch_size=opts.batch_size)  # one batch, sampled and decoded
+        gen.sample(noise, 1, g, opts.bf16)
         if i >= 2:
             times.append(time.perf_counter() - t0)
     return {"step_s": statistics.median(times), "batch": opts.batch_size, "bf16": bool(opts.bf16),
-            "threads_start": torch.get_num_threads(), "threads_end": torch.get_num_threads(), "policy": applied,
-            "workers": gen.workers}
+            "threads_start": torch.get_num_threads(), "threads_end": torch.get_num_threads(), "policy": applied}
 
 
 # ---------------------------------------------------------------- the driver
-
-
-def _setting_env(setting: str) -> str:
-    """The environment a setting runs under: `oneteam` is `default` with the worker threads turned off."""
-    return "default" if setting in ("oneteam", "workers") else setting
 
 
 def _env(setting: str, fixed: int) -> dict:
@@ -130,14 +115,12 @@ def _measure(kind: str, setting: str, busy: bool, args) -> dict:
            "--model", args.model, "--train-steps", str(args.train_steps), "--gen-calls", str(args.gen_calls)]
     for s in args.set:
         cmd += ["--set", s]
-    if setting in ("oneteam", "workers"):
-        cmd.append("--no-workers" if setting == "oneteam" else "--all-workers")
     spinner = None
     if busy:
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         time.sleep(0.5)
     try:
-        out = subprocess.run(cmd, env=_env(_setting_env(setting), args.fixed_threads), cwd=ROOT, capture_output=True, text=True,
+        out = subprocess.run(cmd, env=_env(setting, args.fixed_threads), cwd=ROOT, capture_output=True, text=True,
                              timeout=args.timeout)
     finally:
         if spinner is not None:
@@ -175,9 +158,6 @@ def run(args) -> dict:
         if "default" in settings and "fixed" in settings:
             ratios["default alone/fixed alone"] = _ratio(med["default alone"], med["fixed alone"])  # idle cost
             ratios["default busy/fixed alone"] = _ratio(med["default busy"], med["fixed alone"])
-        if "default" in settings and "oneteam" in settings:  # what the worker threads buy beside a busy process
-            ratios["oneteam busy/default busy"] = _ratio(med["oneteam busy"], med["default busy"])
-            ratios["default alone/oneteam alone"] = _ratio(med["default alone"], med["oneteam alone"])
         summary[kind] = {"median_step_s": med, "ratios": ratios,
                          "threads": {name: [(r["threads_start"], r["threads_end"]) for r in rs]
                                      for name, rs in cells.items()}}
@@ -201,7 +181,7 @@ def markdown(result: dict) -> str:
             ratio = s["ratios"][f"{st} busy/alone"]
             lines.append(f"| {st} | {cell(st + ' alone')} | {cell(st + ' busy')} | {ratio:.2f}x |")
         for name, v in s["ratios"].items():
-            if ("/fixed" in name or "/oneteam" in name or "/default" in name) and v is not None:
+            if "/fixed" in name and v is not None:
                 lines.append(f"\n{name}: {v:.3f}x")
         lines.append("")
     lines.append(f"background load at start: {result['background_busy_cores']} busy cores of {result['cpus']}")
@@ -217,11 +197,7 @@ def main() -> int:
     p.add_argument("--gen-calls", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fixed-threads", type=int, default=2, help="the old fixed thread count (setting 'fixed')")
-    p.add_argument("--settings", default="default,fixed",
-                   help="of default, oneteam (default without the worker threads: the policy before them), workers (one "
-                        "worker thread per usable core even alone), fixed, passive")
-    p.add_argument("--no-workers", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--all-workers", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--settings", default="default,fixed", help="of default, fixed, passive")
     p.add_argument("--kinds", default="train,generate", help="of train, generate")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shared_cpu.json"))

@@ -8,10 +8,6 @@ and takes the idle cores:
 
     threads = usable cores - busy cores (at least 1)
 
-and, when some cores are busy, `cm-media generate` and `train` share each batch among threads + 1 worker threads
-of one torch thread each (`cm_media/runs/workers.py`): chunk by chunk, the worker on a busy core does what its share of
-that core allows instead of holding a team back, so the idle cores and the busy cores' spare time both work.
-
 - usable cores: the CPUs this process may run on (`os.sched_getaffinity`), capped by a cgroup CPU quota
   (containers), and by the physical cores among them (SMT siblings add little to matrix work);
 - busy cores: the CPU time other processes used on those CPUs over a short window (/proc/stat, ~0.15 s, minus
@@ -57,7 +53,6 @@ class Decision:
     threads: int | None  # None: leave the thread count alone (the user's variables or torch's default apply)
     reason: str
     auto: bool = False  # True: chosen from the machine's load (a `Monitor` may revise it)
-    workers: int = 1  # generation's worker threads of one torch thread each (runs/workers.py); 1: none
 
 
 def user_setting(env: Mapping[str, str]) -> str | None:
@@ -99,17 +94,8 @@ def decide(usable: int, busy: float | None, env: Mapping[str, str], requested: i
     if busy is None:
         return Decision(None, "the machine's load is unknown: torch's default")
     usable = max(int(usable), 1)
-    busy_count = busy_core_count(busy, threshold)
-    n = max(1, usable - busy_count)
-    return Decision(n, f"{usable} usable core(s), {busy:.2f} busy with other processes", auto=True,
-                    workers=workers_for(usable, n))
-
-
-def workers_for(usable: int, threads: int) -> int:
-    """Beside busy processes (fewer threads than usable cores), batch chunks go to one-thread workers: one per
-    idle core plus one that takes the busy cores' spare time (a chunk at a time, so it cannot hold the others
-    back); 1 (no workers) on an idle machine."""
-    return min(usable, threads + 1) if threads < usable else 1
+    n = max(1, usable - busy_core_count(busy, threshold))
+    return Decision(n, f"{usable} usable core(s), {busy:.2f} busy with other processes", auto=True)
 
 
 # ---------------------------------------------------------------- measuring the machine
@@ -241,11 +227,10 @@ def apply_policy(requested: int | None = None, env: Mapping[str, str] | None = N
         decision = decide(usable_cores(cpus), busy_cores(cpus), env, requested)
     APPLIED.clear()
     APPLIED.update(threads=decision.threads, reason=decision.reason, auto=decision.auto,
-                   torch_loaded="torch" in sys.modules, workers=decision.workers)
+                   torch_loaded="torch" in sys.modules)
     if decision.threads is not None:
         set_threads(decision.threads)
-    log.debug("threads: %s, generation workers: %d (%s)", decision.threads if decision.threads is not None else "unchanged",
-              decision.workers, decision.reason)
+    log.debug("threads: %s (%s)", decision.threads if decision.threads is not None else "unchanged", decision.reason)
     return decision
 
 
@@ -282,7 +267,6 @@ class Monitor:
         self.cpus = usable_cpus()
         self.usable = usable_cores(self.cpus)
         self.threads, self.every_s, self.confirm = threads, every_s, confirm
-        self.workers = workers_for(self.usable, threads)  # training's worker threads (runs/workers.py)
         self.last = _read(self.cpus)
         self.pending: list[int] = []
         self.changes = 0
@@ -314,7 +298,7 @@ class Monitor:
 
         log.debug("threads: %d -> %d (%.2f cores busy with other processes)", self.threads, n, busy)
         torch.set_num_threads(n)
-        self.threads, self.workers = n, workers_for(self.usable, n)
+        self.threads = n
         self.changes += 1
 
 

@@ -231,12 +231,9 @@ def _check_generate_args(args, dests) -> None:
 
 
 def _load(source, device="auto"):
-    """The Generator, with the start-up thread policy's generation workers (cm_media/threads.py)."""
     from cm_media.runs.generator import load
 
-    gen = load(source, device=device)
-    gen.workers = threads.APPLIED.get("workers", 1)
-    return gen
+    return load(source, device=device)
 
 
 def cmd_generate(args, dests) -> int:

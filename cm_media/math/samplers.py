@@ -29,16 +29,13 @@ def onestep(f: Fn, noise: torch.Tensor, sigma_max: float = 80.0) -> torch.Tensor
 
 @torch.no_grad()
 def multistep(
-    f: Fn, noise: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None,
-    renoise: Sequence[torch.Tensor] | None = None,
+    f: Fn, noise: torch.Tensor, sigmas: Sequence[float], sigma_min: float = 0.002, generator=None
 ) -> torch.Tensor:
-    """Algorithm 1: x = f(sigma_0 z); for each next tau: x = f(x + sqrt(tau^2 - sigma_min^2) z, tau).
-    The fresh z are drawn from `generator`, or given as `renoise` (one per step after the first, drawn ahead)."""
+    """Algorithm 1: x = f(sigma_0 z); for each next tau: x = f(x + sqrt(tau^2 - sigma_min^2) z, tau)."""
     sigmas = [float(s) for s in sigmas]
     x = f(sigmas[0] * noise, _sig(noise, sigmas[0]))
-    for k, tau in enumerate(sigmas[1:]):
-        z = renoise[k].to(noise.device) if renoise is not None else \
-            torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)  # CPU generator: same draws on any device
+    for tau in sigmas[1:]:
+        z = torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)  # CPU generator: same draws on any device
         x = f(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * z, _sig(noise, tau))
     return x
 

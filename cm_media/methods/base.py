@@ -35,9 +35,6 @@ class Method:
     Config: type = MethodConfig
     needs_teacher = False  # the training loop loads method.teacher and passes it in
     teacher_kind = "edm"  # the parameterization `method.teacher` must have been trained with
-    # every draw of the loss is made for the global batch and sliced (`_global` / `_local`), and the loss keeps no
-    # state: a batch may be split into chunks computed as ranks on worker threads (runs/workers.py)
-    splits_batch = False
     # the loss calls the network unwrapped from DistributedDataParallel (torch.func.jvp cannot run through its
     # forward), so DDP's gradient hooks never fire and the training loop all-reduces the gradients itself
     bypasses_ddp = False

@@ -45,7 +45,6 @@ class ICT(Method):
     """Improved consistency training (Song & Dhariwal 2023)."""
 
     name = "ict"
-    splits_batch = True
     Config = ICTConfig
 
     def num_steps(self, step):
@@ -71,7 +70,6 @@ class CT(Method):
     """Consistency training with an EMA target network (Song et al. 2023)."""
 
     name = "ct"
-    splits_batch = True
     Config = CTConfig
 
     def __init__(self, cfg, model, total_steps, teacher=None, conditions=None):

@@ -79,7 +79,6 @@ class CD(_FromTeacher):
     """Consistency distillation (Song et al. 2023, alg. 2): one teacher Heun step per pair, fixed N-point grid."""
 
     name = "cd"
-    splits_batch = True
     Config = CDConfig
 
     def __init__(self, cfg, model, total_steps, teacher=None, conditions=None):
@@ -132,7 +131,6 @@ class ECT(_FromTeacher):
     """Easy consistency tuning (Geng et al. 2024): the gap t - r shrinks stage by stage from diffusion to CM."""
 
     name = "ect"
-    splits_batch = True
     Config = ECTConfig
 
     def stage(self, step: int) -> int:

@@ -23,7 +23,6 @@ class EDM(Method):
 
     kind = "edm"
     name = "edm"
-    splits_batch = True
     Config = EDMConfig
 
     def loss(self, model, x0, step, gen, cond=None):

@@ -53,7 +53,6 @@ class KD(_FromTeacher):
     """One-step student of its consistency teacher's deterministic K-step sampler."""
 
     name = "kd"
-    splits_batch = True
     Config = KDConfig
     teacher_kind = "consistency"
 

@@ -42,7 +42,6 @@ from cm_media.math.samplers import (
 )
 from cm_media.runs.config import RunConfig
 from cm_media.runs.loader import load_run, resolve_source
-from cm_media.runs.workers import map_chunks
 
 __all__ = ["Generator", "SampleOptions", "apply_speed_options", "load", "resolve_source"]
 
@@ -66,8 +65,6 @@ class Generator:
         self.device, self.source = device, source
         self.conditions = conditions if conditions is not None else []
         self._bf16_twin: torch.nn.Module | None = None
-        # worker threads that share each batch (runs/workers.py); the CLI sets it from the machine's load
-        self.workers = 1
 
     # ------------------------------------------------------------------ options, network, conditions
 
@@ -224,11 +221,9 @@ class Generator:
         return self._finite(out.float().cpu())
 
     def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False,
-               cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None,
-               renoise: list[torch.Tensor] | None = None):
+               cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None):
         """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model.
-        `cond` holds tensors for this batch (see cond_tensors); `renoise` the multistep draws made ahead
-        (`renoise_draws`) in place of `generator`."""
+        `cond` holds tensors for this batch (see cond_tensors)."""
         m = self.cfg.method
         if self.model.kind == "meanflow":
             return self.sample_meanflow(noise, steps, bf16, cond, cfg_scale)
@@ -238,7 +233,7 @@ class Generator:
                 sigmas = self.step_sigmas(steps)
                 if steps == 1:
                     return onestep(f, noise, sigmas[0])
-                return multistep(f, noise, sigmas, m.sigma_min, generator, renoise)
+                return multistep(f, noise, sigmas, m.sigma_min, generator)
             solver = edm_euler if self.cfg.sample.sampler == "euler" else edm_heun
             return solver(f, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
 
@@ -256,30 +251,6 @@ class Generator:
         times = meanflow_times(steps, None if custom is None else self.step_sigmas(steps))
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
             return meanflow_sample(lambda z, r, t: u(z, torch.stack([r, t], dim=1)), noise, times)
-
-    def renoise_draws(self, noise: torch.Tensor, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """The fresh noise a `steps`-step sample of `noise` draws from `generator`, drawn now in the same order
-        (the multistep consistency sampler draws one per step after the first; the others draw none)."""
-        draws = steps - 1 if self.is_consistency and self.model.kind != "meanflow" and steps > 1 else 0
-        return [torch.randn(noise.shape, generator=generator, dtype=noise.dtype) for _ in range(draws)]
-
-    def sample_decoded(self, noise: torch.Tensor, steps: int, generator: torch.Generator, bf16: bool,
-                       cond: dict[str, torch.Tensor], cfg_scale: float | None) -> torch.Tensor:
-        """Decoded media of one batch. With `self.workers` > 1 on a CPU the batch is cut into chunks that worker
-        threads of one torch thread each sample and decode (`runs/workers.py`: the CLI's choice beside another busy
-        process); the generator's draws are made first, in the serial order, so the samples are the same."""
-        b = noise.shape[0]
-        if self.workers <= 1 or b < 2 or self.device.type != "cpu":
-            return self.decode(self.sample(noise, steps, generator, bf16, cond, cfg_scale), bf16)
-        renoise = self.renoise_draws(noise, steps, generator)
-        self.net(bf16)  # build the bf16 twin here, not in two threads at once
-
-        def chunk(sl: slice) -> torch.Tensor:
-            part = {k: v[sl] for k, v in cond.items()}
-            x = self.sample(noise[sl], steps, None, bf16, part, cfg_scale, renoise=[z[sl] for z in renoise])
-            return self.decode(x, bf16)
-
-        return map_chunks(chunk, b, self.workers)
 
     def generate(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
@@ -308,7 +279,8 @@ class Generator:
             for start in range(0, n, per_batch):
                 b = min(per_batch, n - start)
                 noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
-                yield self.sample_decoded(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                yield self.decode(x, opt.bf16)
 
         return batches()
 
@@ -383,7 +355,8 @@ class Generator:
                 b = min(per_batch, n - start)
                 alphas = [(start + i) / (n - 1) if n > 1 else 0.0 for i in range(b)]
                 noise = torch.cat([slerp(z0, z1, a) for a in alphas]).to(self.device)
-                yield self.sample_decoded(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                yield self.decode(x, opt.bf16)
 
         return batches()
 

@@ -32,7 +32,6 @@ from cm_media.runs.config import RunConfig, dump_config
 from cm_media.runs.loader import resolve_source, weights_of
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 from cm_media.runs.teacher import load_teacher
-from cm_media.runs.workers import even_chunks, loss_backward_in_chunks
 
 
 class TrainingError(UserError):
@@ -271,10 +270,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     net = model
     if dd.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    def new_autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-
-    autocast = new_autocast()
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
     metrics = open(run_dir / "metrics.jsonl", "a") if dd.main else None
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and dd.main), desc="train", dynamic_ncols=True)
     t0, window, window_bad = time.perf_counter(), [], 0
@@ -304,17 +300,10 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
                 if conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
                     drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_dropout
                     cond = drop_conditions(conditions, cond, drop[dd.rank * local_batch: (dd.rank + 1) * local_batch])
-                opt.zero_grad(set_to_none=True)
-                workers = thread_monitor.workers if thread_monitor is not None else 1
-                split = workers > 1 and method.splits_batch and not dd.enabled and device.type == "cpu" \
-                    and even_chunks(x0.shape[0], workers) > 1
-                if split:  # beside busy processes: chunks as ranks on one-thread workers, backward done there
-                    per_sample = loss_backward_in_chunks(method, net, x0, step, gen, cond or None, new_autocast,
-                                                         workers)
-                else:
-                    with autocast:
-                        per_sample = method.loss(net, x0, step, gen, cond or None)  # [B]
+                with autocast:
+                    per_sample = method.loss(net, x0, step, gen, cond or None)  # [B]
                 loss = per_sample.float().mean()
+                opt.zero_grad(set_to_none=True)
                 # one reduction carries the global loss (for the NaN guard and logs) and any stop request
                 shared = torch.stack([loss.detach().float(), torch.tensor(float(stop.requested), device=loss.device)])
                 if dd.enabled:
@@ -323,8 +312,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
                 global_loss, stop.requested = shared[0].item(), bool(shared[1].item())
                 finite = math.isfinite(global_loss)
                 if finite:
-                    if not split:
-                        loss.backward()
+                    loss.backward()
                     if dd.enabled:  # what DDP's hooks did not reduce: the method's networks, a JVP's unwrapped model
                         distributed.average_gradients(
                             [*(model.parameters() if method.bypasses_ddp else ()), *method.trainable_parameters()], dd)
