@@ -91,20 +91,21 @@ def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bun
 
 
 def test_bundled_sounding_digits_joint_generation_is_synchronized(bundled):
-    """Generated together in one step, the onsets of the sound sit on wall bounces of the drawn digit far more
-    often than when each soundtrack is moved to another generated clip (200 clips: 59% vs 26%, benchmarks/README.md
-    "Sounding video"; the 70% target is missed)."""
+    """Generated together in one step, the onsets of the sound sit on wall bounces of the drawn digit more often
+    than when each soundtrack is moved to another generated clip of the same digit (200 clips: 47% vs 30%,
+    benchmarks/README.md "Sounding video"; the 70% target is missed). 120 clips: 46% vs 28% at seed 0 (seeds 1
+    and 2: 51% vs 24%, 42% vs 31%)."""
     from modalities.av.codec import layout_of, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI
     from modalities.av.sync import av_sync_report
 
     gen = bundled("sounding-digits", True)
-    digits = torch.arange(40) % 10
-    media = gen.generate(40, steps=1, seed=0, cond={"digit": [str(d) for d in digits.tolist()]}, batch_size=20)
+    digits = torch.arange(120) % 10
+    media = gen.generate(120, steps=1, seed=0, cond={"digit": [str(d) for d in digits.tolist()]}, batch_size=40)
     video, sound = split_media(media, layout_of(gen.cfg.codec))
 
     def on_wall(tracks):
         return av_sync_report(video, tracks, digits, 8.0, 16000, DIGIT_MIDI, pitch=False)["wall_onsets_on_bounce"]
 
-    synced, moved = on_wall(sound), on_wall(sound.roll(1, 0))
-    assert synced >= moved + 0.15, (synced, moved)
+    synced, moved = on_wall(sound), on_wall(sound.roll(10, 0))  # roll by 10: another clip of the same digit
+    assert synced >= moved + 0.08, (synced, moved)
