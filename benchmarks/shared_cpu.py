@@ -14,7 +14,7 @@ exactly as for the user):
   train.threads 0 its monitor may revise the count mid-run), `fixed` (OMP_NUM_THREADS=--fixed-threads, the
   old behaviour: torch's default of 2 threads on a 2-core machine), optionally `passive` (the fixed count with
   OMP_WAIT_POLICY=passive);
-- scenarios: `alone`, and `busy` beside one spinning Python process (`while True: pass`) started 0.5 s before
+- scenarios: `alone`, and `busy` beside one spinning Python process (`SPINNER`: it ends itself when the driver is gone) started 0.5 s before
   the worker and stopped after it;
 - training: `--train-steps` steps of `--config` (with `--set` overrides) via the training loop, step time = the
   median of per-step differences of metrics.jsonl's elapsed_s (1 ms resolution: use a config whose steps take
@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the busy process: spins, and stops by itself once this driver is gone (killed drivers left spinners behind)
+SPINNER = "import os\nparent = os.getppid()\ni = 0\nwhile i % 4000000 or os.getppid() == parent:\n    i += 1"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "CM_MEDIA_THREADS", "CM_MEDIA_AUTO_THREADS")
 
 
@@ -117,7 +119,7 @@ def _measure(kind: str, setting: str, busy: bool, args) -> dict:
         cmd += ["--set", s]
     spinner = None
     if busy:
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
         time.sleep(0.5)
     try:
         out = subprocess.run(cmd, env=_env(setting, args.fixed_threads), cwd=ROOT, capture_output=True, text=True,
