@@ -14,8 +14,8 @@ exactly as for the user):
   train.threads 0 its monitor may revise the count mid-run), `fixed` (OMP_NUM_THREADS=--fixed-threads, the
   old behaviour: torch's default of 2 threads on a 2-core machine), optionally `passive` (the fixed count with
   OMP_WAIT_POLICY=passive);
-- scenarios: `alone`, and `busy` beside one spinning Python process (`SPINNER`: it ends itself when the driver is gone) started 0.5 s before
-  the worker and stopped after it;
+- scenarios: `alone`, and `busy` beside one spinning Python process (`SPINNER`, which ends itself when the driver
+  is gone) started 0.5 s before the worker and stopped after it;
 - training: `--train-steps` steps of `--config` (with `--set` overrides) via the training loop, step time = the
   median of per-step differences of metrics.jsonl's elapsed_s (1 ms resolution: use a config whose steps take
   tens of ms or more) after the first quarter of the steps;
