@@ -104,6 +104,11 @@ class TwoStreams(torch.nn.Module):
         return x / (1 + per_element(sigma, x, self.stream_sizes if sigma.ndim == 2 else None))
 
 
+class OffTeacher(TwoStreams):
+    def forward(self, x, sigma, cond=None):
+        return 0.9 * super().forward(x, sigma, cond)
+
+
 def test_held_streams_regress_onto_the_teachers_one_step_edit():
     from cm_media.math import streams
 
@@ -123,7 +128,17 @@ def test_held_streams_regress_onto_the_teachers_one_step_edit():
     target = torch.where(held.any(1)[:, None, None], one, joint)
     assert torch.allclose(loss, losses.pseudo_huber(one, target, losses.pseudo_huber_c(6)))
     assert torch.equal(x[~held.any(1)], 20.0 * z[~held.any(1)])  # the joint rows: the one-step sampler's input
+    # held_weight scales the held rows' losses only (a student off the teacher's held output)
+    cfg3 = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7,
+                    held_weight=3.0)
+    m3 = KD(cfg3, TwoStreams(), 10, teacher=TwoStreams())
+    off = m3.loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(2))
+    base = m.loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(2))
+    rows = held.any(1)
+    assert torch.allclose(off[rows], 3.0 * base[rows]) and torch.allclose(off[~rows], base[~rows])
     with pytest.raises(UserError, match="held_stream_p needs a multi-stream backbone"):
         m.loss(Shrink(), x0, 0, torch.Generator().manual_seed(2))
     with pytest.raises(UserError, match="held_stream_p must be in"):
         KDConfig(held_stream_p=1.5)
+    with pytest.raises(UserError, match="held_weight must be >= 0"):
+        KDConfig(held_weight=-1.0)

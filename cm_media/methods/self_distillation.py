@@ -38,6 +38,7 @@ class KDConfig(TeacherConfig):
     teacher_steps: int = 3
     teacher_sigmas: list = field(default_factory=list)
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
+    held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
 
     def __post_init__(self):
         if self.teacher_steps < 2:
@@ -45,6 +46,8 @@ class KDConfig(TeacherConfig):
         if self.teacher_sigmas and len(self.teacher_sigmas) != self.teacher_steps:
             raise UserError(f"method.teacher_sigmas lists {len(self.teacher_sigmas)} levels for "
                             f"teacher_steps {self.teacher_steps}")
+        if self.held_weight < 0:
+            raise UserError(f"method.held_weight must be >= 0, got {self.held_weight}")
         if not 0.0 <= self.held_stream_p <= 1.0:
             raise UserError(f"method.held_stream_p must be in [0, 1], got {self.held_stream_p}")
 
@@ -69,12 +72,14 @@ class KD(_FromTeacher):
         with torch.no_grad():
             target = multistep_fixed_noise(teacher, z, self.teacher_sigmas(), c.sigma_min)
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
+        weight = torch.ones(x0.shape[0], device=x0.device)  # [B]
         if c.held_stream_p > 0:
             x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
             with torch.no_grad():  # held rows: what the teacher makes of them in one step
                 target = torch.where(append_dims(held_rows, x0.ndim), teacher(x, sigma), target)
+            weight = torch.where(held_rows, c.held_weight, 1.0)
         pred = bind(model, cond)(x, sigma)
-        return losses.pseudo_huber(pred, target, self._huber(x0))
+        return weight * losses.pseudo_huber(pred, target, self._huber(x0))
 
     def _hold_streams(self, model, x0, x, sigma, gen):
         """A share held_stream_p of the samples holds one stream clean at sigma_min, from the data, as the stream
