@@ -140,5 +140,14 @@ def test_held_streams_regress_onto_the_teachers_one_step_edit():
         m.loss(Shrink(), x0, 0, torch.Generator().manual_seed(2))
     with pytest.raises(UserError, match="held_stream_p must be in"):
         KDConfig(held_stream_p=1.5)
+    # per_stream: the distance of each stream's elements, summed
+    cfg4 = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, per_stream=True)
+    m4 = KD(cfg4, TwoStreams(), 10, teacher=TwoStreams())
+    got = m4.loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(3))
+    z = torch.randn((16, 1, 6), generator=torch.Generator().manual_seed(3))
+    pred, tgt = OffTeacher()(20.0 * z, torch.full((16,), 20.0)), multistep_fixed_noise(TwoStreams(), z, m4.teacher_sigmas())
+    c3 = losses.pseudo_huber_c(3)
+    want = losses.pseudo_huber(pred[..., :3], tgt[..., :3], c3) + losses.pseudo_huber(pred[..., 3:], tgt[..., 3:], c3)
+    assert torch.allclose(got, want)
     with pytest.raises(UserError, match="held_weight must be >= 0"):
         KDConfig(held_weight=-1.0)

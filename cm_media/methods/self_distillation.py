@@ -39,6 +39,7 @@ class KDConfig(TeacherConfig):
     teacher_sigmas: list = field(default_factory=list)
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
+    per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
 
     def __post_init__(self):
         if self.teacher_steps < 2:
@@ -79,7 +80,17 @@ class KD(_FromTeacher):
                 target = torch.where(append_dims(held_rows, x0.ndim), teacher(x, sigma), target)
             weight = torch.where(held_rows, c.held_weight, 1.0)
         pred = bind(model, cond)(x, sigma)
+        if c.per_stream:
+            return weight * self._per_stream_distance(model, pred, target)
         return weight * losses.pseudo_huber(pred, target, self._huber(x0))
+
+    def _per_stream_distance(self, model, pred, target):
+        """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""
+        sizes = streams.stream_sizes(model)
+        if sizes is None:
+            raise UserError("method.per_stream needs a multi-stream backbone (e.g. av_joint with stream_noise: true)")
+        parts = zip(pred.flatten(1).split(sizes, dim=1), target.flatten(1).split(sizes, dim=1))
+        return sum(losses.pseudo_huber(p, t, losses.pseudo_huber_c(n)) for (p, t), n in zip(parts, sizes))
 
     def _hold_streams(self, model, x0, x, sigma, gen):
         """A share held_stream_p of the samples holds one stream clean at sigma_min, from the data, as the stream
