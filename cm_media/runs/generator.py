@@ -327,8 +327,10 @@ class Generator:
 
     def held_streams(self, mask: torch.Tensor) -> torch.Tensor | None:
         """The streams an edit keeps whole ([S] bool), where the network was trained to generate from them
-        (method.clean_stream_p > 0); None: the edit takes the zero-shot masked sampler."""
-        if not getattr(self.cfg.method, "clean_stream_p", 0.0):
+        (iCT's method.clean_stream_p > 0, or kd, whose student starts from such a teacher and may hold streams
+        itself, method.held_stream_p); None: the edit takes the zero-shot masked sampler."""
+        m = self.cfg.method
+        if not (getattr(m, "clean_stream_p", 0.0) or m.name == "kd"):
             return None
         return streams.held_by_mask(mask, streams.stream_sizes(self.model))
 
