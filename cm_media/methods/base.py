@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from cm_media.conditions import Condition
-from cm_media.math import schedules
+from cm_media.errors import UserError
+from cm_media.math import schedules, streams
 
 
 @dataclass
@@ -72,6 +73,21 @@ class Method:
     def loss(self, model: nn.Module, x0: torch.Tensor, step: int, gen: torch.Generator,
              cond: dict | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def edits_given_streams(cls, cfg) -> bool:
+        """Whether the trained network generates streams from others held clean (the stream edit sampler,
+        `given_streams_multistep`, suits it); else edits take the zero-shot masked sampler."""
+        return False
+
+    @staticmethod
+    def stream_sizes_for(model: nn.Module, option: str) -> list[int]:
+        """The network's stream sizes, which `option` needs (a one-stream network is a config error)."""
+        sizes = streams.stream_sizes(model)
+        if sizes is None:
+            raise UserError(f"{option} needs a multi-stream backbone (e.g. av_joint with stream_noise: true); "
+                            "this one has a single stream")
+        return sizes
 
     def num_steps(self, step: int) -> int | None:
         """Discretization N(k) at training step k, where the method has one."""

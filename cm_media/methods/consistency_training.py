@@ -47,6 +47,10 @@ class ICT(Method):
     name = "ict"
     Config = ICTConfig
 
+    @classmethod
+    def edits_given_streams(cls, cfg) -> bool:
+        return cfg.clean_stream_p > 0
+
     def num_steps(self, step):
         c = self.cfg
         return schedules.ict_num_steps(step, self.total_steps, c.s0 or 10, c.s1 or 1280)
@@ -56,9 +60,7 @@ class ICT(Method):
         noise = self._noise(x0, gen)
         sizes = streams.stream_sizes(model)
         if self.cfg.clean_stream_p > 0:
-            if sizes is None:
-                raise UserError("method.clean_stream_p needs a multi-stream backbone (e.g. av_joint with "
-                                "stream_noise: true); this one has a single stream")
+            sizes = self.stream_sizes_for(model, "method.clean_stream_p")
             held = self._local(streams.clean_stream_mask(self._global(x0.shape[0]), len(sizes),
                                                          self.cfg.clean_stream_p, gen))
             sigma_hi = streams.hold_streams(sigma_hi, held, self.cfg.sigma_min)  # [B, S]

@@ -40,6 +40,7 @@ from cm_media.math.samplers import (
     onestep,
     slerp,
 )
+from cm_media.methods import METHODS
 from cm_media.runs.config import RunConfig
 from cm_media.runs.loader import load_run, resolve_source
 
@@ -326,11 +327,9 @@ class Generator:
         return out
 
     def held_streams(self, mask: torch.Tensor) -> torch.Tensor | None:
-        """The streams an edit keeps whole ([S] bool), where the network was trained to generate from them
-        (iCT's method.clean_stream_p > 0, or kd, whose student starts from such a teacher and may hold streams
-        itself, method.held_stream_p); None: the edit takes the zero-shot masked sampler."""
-        m = self.cfg.method
-        if not (getattr(m, "clean_stream_p", 0.0) or m.name == "kd"):
+        """The streams an edit keeps whole ([S] bool), where the network generates from them (the method's
+        `edits_given_streams`: iCT with clean_stream_p > 0, kd); None: the edit takes the zero-shot masked sampler."""
+        if not METHODS[self.cfg.method.name].edits_given_streams(self.cfg.method):
             return None
         return streams.held_by_mask(mask, streams.stream_sizes(self.model))
 
