@@ -151,3 +151,35 @@ def test_held_streams_regress_onto_the_teachers_one_step_edit():
     assert torch.allclose(got, want)
     with pytest.raises(UserError, match="held_weight must be >= 0"):
         KDConfig(held_weight=-1.0)
+
+
+class CountingTeacher(TwoStreams):
+    """TwoStreams that records how many rows each call saw and whether it was a held (per-stream sigma) call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, sigma, cond=None):
+        self.calls.append((x.shape[0], sigma.ndim == 2, None if cond is None else cond["digit"].tolist()))
+        return super().forward(x, sigma, cond)
+
+
+def test_each_row_costs_the_teacher_k_evaluations_or_one():
+    teacher = CountingTeacher()
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=3, held_stream_p=0.5)
+    m = KD(cfg, TwoStreams(), 10, teacher=teacher)
+    digits = torch.arange(16)
+    m.loss(TwoStreams(), torch.randn(16, 1, 6), 0, torch.Generator().manual_seed(4), cond={"digit": digits})
+    from cm_media.math import streams
+
+    gen = torch.Generator().manual_seed(4)
+    torch.randn((16, 1, 6), generator=gen)
+    held = streams.clean_stream_mask(16, 2, 0.5, gen).any(1)  # [B]
+    n_held = int(held.sum())
+    assert 0 < n_held < 16
+    joint_calls = [c for c in teacher.calls if not c[1] and c[0] == 16 - n_held]
+    held_calls = [c for c in teacher.calls if c[1] and c[0] == n_held]
+    assert len(teacher.calls) == 4 and len(joint_calls) == 3 and len(held_calls) == 1
+    # each call gets its own rows' conditions
+    assert all(c[2] == digits[~held].tolist() for c in joint_calls) and held_calls[0][2] == digits[held].tolist()

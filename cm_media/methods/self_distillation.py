@@ -72,21 +72,34 @@ class KD(_FromTeacher):
 
     def loss(self, model, x0, step, gen, cond=None):
         c = self.cfg
-        teacher = bind(self.teacher, cond)
         z = self._noise(x0, gen)  # [B, C, *axes]
-        with torch.no_grad():
-            target = multistep_fixed_noise(teacher, z, self.teacher_sigmas(), c.sigma_min)
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
         weight = torch.ones(x0.shape[0], device=x0.device)  # [B]
         if c.held_stream_p > 0:
             x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
-            with torch.no_grad():  # held rows: what the teacher makes of them in one step
-                target = torch.where(append_dims(held_rows, x0.ndim), teacher(x, sigma), target)
             weight = torch.where(held_rows, c.held_weight, 1.0)
+            target = self._targets(z, x, sigma, held_rows, cond)
+        else:
+            with torch.no_grad():
+                target = multistep_fixed_noise(bind(self.teacher, cond), z, self.teacher_sigmas(), c.sigma_min)
         pred = bind(model, cond)(x, sigma)
         if c.per_stream:
             return weight * self._per_stream_distance(model, pred, target)
         return weight * losses.pseudo_huber(pred, target, self._huber(x0))
+
+    @torch.no_grad()
+    def _targets(self, z, x, sigma, held_rows, cond):
+        """The teacher's K-step sample for the rows that generate both streams, its one-step output (the edit) for
+        the rows holding a stream: each row costs the teacher K evaluations or one, never both."""
+        target = torch.empty_like(z)  # [B, C, *axes]
+        for rows, one_step in ((~held_rows, False), (held_rows, True)):
+            if not rows.any():
+                continue
+            f = bind(self.teacher, None if cond is None else {k: v[rows] for k, v in cond.items()})
+            out = f(x[rows], sigma[rows]) if one_step else multistep_fixed_noise(
+                f, z[rows], self.teacher_sigmas(), self.cfg.sigma_min)
+            target[rows] = out.to(target.dtype)
+        return target
 
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""
