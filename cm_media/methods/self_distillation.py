@@ -24,7 +24,6 @@ import torch
 from cm_media.errors import UserError
 from cm_media.math import losses, streams
 from cm_media.math.guidance import bind
-from cm_media.math.parameterization import append_dims
 from cm_media.math.samplers import _sig, default_step_sigmas, multistep_fixed_noise
 from cm_media.methods.distillation import TeacherConfig, _FromTeacher
 
