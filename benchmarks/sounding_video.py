@@ -6,6 +6,9 @@
     # edit: sound made for real held-out clips (their true bounces), against the same sounds swapped; --motion
     # adds motion made for real soundtracks (edit --mask video)
     python benchmarks/sounding_video.py edit sounding-digits --n 200 [--motion] [--one-step]
+    # teacher: a consistency run's deterministic K-step sampler (method kd's teacher: re-noise drawn from the
+    # starting noise), sync only, for each K
+    python benchmarks/sounding_video.py teacher runs/sounding_digits_rebalance_ict --steps 3 6 8 12 --n 200
     # speed: one-step clips per second including both decodes (video pixels and the soundtrack's iSTFT), bf16
     python benchmarks/sounding_video.py speed sounding-digits --batch 32 --threads 2
 
@@ -134,6 +137,35 @@ def cmd_edit(args) -> list[dict]:
     return rows
 
 
+def cmd_teacher(args) -> list[dict]:
+    """Sync of `multistep_fixed_noise` samples (what method kd regresses its one step onto) for each K of
+    --steps, in bf16 as training runs the teacher, the requested digits those of the held-out clips."""
+    import cm_media
+    from cm_media.math.samplers import default_step_sigmas, multistep_fixed_noise
+    from modalities.av.codec import layout_of, split_media
+    from modalities.av.sounding_digits import SoundingDigits
+
+    torch.set_num_threads(args.threads)
+    gen = cm_media.load(args.source)
+    cfg, n, m = gen.cfg, args.n, gen.cfg.method
+    data = SoundingDigits("test", n, seed=cfg.data.seed, sound=cfg.data.sound, small_words=cfg.data.small_words)
+    digits = data.labels
+    cond = gen.cond_tensors({"digit": [str(d) for d in digits.tolist()]}, n)
+    noise = torch.randn((n, *gen.shape()), generator=torch.Generator().manual_seed(args.seed))  # [B, C, *axes]
+    rows = []
+    for k in args.steps:
+        sigmas = default_step_sigmas(k, m.sigma_min, m.sigma_max, m.rho)
+        parts = []
+        for i in range(0, n, 50):
+            f = gen.conditioned(gen.net(True), {name: v[i:i + 50] for name, v in cond.items()}, None)
+            with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                parts.append(multistep_fixed_noise(f, noise[i:i + 50], sigmas, m.sigma_min).float())
+        video, audio = split_media(gen.decode(torch.cat(parts)), layout_of(cfg.codec))
+        rows.append(row(f"{args.source}: deterministic {k}-step sample (kd teacher)", video, audio, digits, cfg,
+                        pitch=False))
+    return rows
+
+
 def cmd_speed(args) -> list[dict]:
     import cm_media
 
@@ -170,15 +202,21 @@ def main() -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--motion", action="store_true", help="also motion for the real soundtracks (edit --mask video)")
     e.add_argument("--one-step", action="store_true", help="only the one-step rows")
+    t = sub.add_parser("teacher")
+    t.add_argument("source")
+    t.add_argument("--steps", type=int, nargs="+", default=[3, 6, 8, 12])
+    t.add_argument("--n", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("speed")
     s.add_argument("source")
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--threads", type=int, default=2)
-    for p in (q, e, s):
+    for p in (q, e, t, s):
         p.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
-    rows = {"quality": cmd_quality, "edit": cmd_edit, "speed": cmd_speed}[args.cmd](args)
+    rows = {"quality": cmd_quality, "edit": cmd_edit, "teacher": cmd_teacher, "speed": cmd_speed}[args.cmd](args)
     for r in rows:
         print(json.dumps(r))
     if args.json:
