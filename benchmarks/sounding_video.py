@@ -9,6 +9,9 @@
     # teacher: a consistency run's deterministic K-step sampler (method kd's teacher: re-noise drawn from the
     # starting noise), sync only, for each K
     python benchmarks/sounding_video.py teacher runs/sounding_digits_rebalance_ict --steps 3 6 8 12 --n 200
+    # alternate: joint one-step clips, then each stream regenerated from the other in turn (v1: motion for the
+    # soundtrack in one step, a1: sound for the frames), sync after each edit
+    python benchmarks/sounding_video.py alternate sounding-digits --edits v1 a1 v1 a1 --n 200
     # speed: one-step clips per second including both decodes (video pixels and the soundtrack's iSTFT), bf16
     python benchmarks/sounding_video.py speed sounding-digits --batch 32 --threads 2
 
@@ -166,6 +169,39 @@ def cmd_teacher(args) -> list[dict]:
     return rows
 
 
+def cmd_alternate(args) -> list[dict]:
+    """Joint clips in --joint-steps, then each edit of --edits in turn ("v<K>": motion regenerated for the current
+    soundtrack in K steps, "a<K>": sound for the current frames), sync after each: a Gibbs-like sampler of the
+    two streams. Wall turns per clip are in the rows (a wobbling digit turns near walls without a wall hit)."""
+    import cm_media
+    from modalities.av.codec import layout_of, pack_media, split_media
+    from modalities.av.sounding_digits import SoundingDigits
+
+    torch.set_num_threads(args.threads)
+    gen = cm_media.load(args.source)
+    cfg, n = gen.cfg, args.n
+    data = SoundingDigits("test", n, seed=cfg.data.seed, sound=cfg.data.sound, small_words=cfg.data.small_words)
+    digits = data.labels
+    names = [str(d) for d in digits.tolist()]
+    layout = layout_of(cfg.codec)
+    video, audio = split_media(gen.generate(n, steps=args.joint_steps, seed=args.seed, cond={"digit": names},
+                                            batch_size=32), layout)
+    rows = [row(f"{args.source}: joint, {args.joint_steps} step(s)", video, audio, digits, cfg, pitch=False)]
+    done = []
+    for i, op in enumerate(args.edits):
+        if op[:1] not in ("v", "a") or not op[1:].isdigit() or int(op[1:]) < 1:
+            raise SystemExit(f"--edits: {op!r} is not v<steps> or a<steps>")
+        which, steps = {"v": "video", "a": "audio"}[op[0]], int(op[1:])
+        media = pack_media(video * 0, audio) if which == "video" else pack_media(video, audio * 0)
+        mask = gen.modality.edit_mask(which, None, cfg)
+        media = torch.cat([gen.edit(media[j:j + 50], mask, steps=steps, seed=args.seed + 10 + i,
+                                    cond={"digit": names[j:j + 50]}) for j in range(0, n, 50)])
+        video, audio = split_media(media, layout)
+        done.append(op)
+        rows.append(row(f"{args.source}: joint, then {' '.join(done)}", video, audio, digits, cfg, pitch=False))
+    return rows
+
+
 def cmd_speed(args) -> list[dict]:
     import cm_media
 
@@ -208,15 +244,23 @@ def main() -> None:
     t.add_argument("--n", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
+    a = sub.add_parser("alternate")
+    a.add_argument("source")
+    a.add_argument("--joint-steps", type=int, default=1)
+    a.add_argument("--edits", nargs="+", default=["v1", "a1"])
+    a.add_argument("--n", type=int, default=200)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("speed")
     s.add_argument("source")
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--threads", type=int, default=2)
-    for p in (q, e, t, s):
+    for p in (q, e, t, a, s):
         p.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
-    rows = {"quality": cmd_quality, "edit": cmd_edit, "teacher": cmd_teacher, "speed": cmd_speed}[args.cmd](args)
+    rows = {"quality": cmd_quality, "edit": cmd_edit, "teacher": cmd_teacher, "alternate": cmd_alternate,
+            "speed": cmd_speed}[args.cmd](args)
     for r in rows:
         print(json.dumps(r))
     if args.json:
