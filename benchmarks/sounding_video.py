@@ -8,7 +8,8 @@
     python benchmarks/sounding_video.py edit sounding-digits --n 200 [--motion] [--one-step]
     # teacher: a consistency run's deterministic K-step sampler (method kd's teacher: re-noise drawn from the
     # starting noise), sync only, for each K
-    python benchmarks/sounding_video.py teacher runs/sounding_digits_rebalance_ict --steps 3 6 8 12 --n 200
+    python benchmarks/sounding_video.py teacher runs/sounding_digits_rebalance_ict --steps 3 6 8 12 --n 200 \
+        [--sigma-lists 20,4.862,2.825,1.568,0.825,0.406,0.185,0.076 ...]
     # alternate: joint one-step clips, then each stream regenerated from the other in turn (v1: motion for the
     # soundtrack in one step, a1: sound for the frames), sync after each edit
     python benchmarks/sounding_video.py alternate sounding-digits --edits v1 a1 v1 a1 --n 200
@@ -142,7 +143,8 @@ def cmd_edit(args) -> list[dict]:
 
 def cmd_teacher(args) -> list[dict]:
     """Sync of `multistep_fixed_noise` samples (what method kd regresses its one step onto) for each K of
-    --steps, in bf16 as training runs the teacher, the requested digits those of the held-out clips."""
+    --steps (Karras levels, as kd's default) and each level list of --sigma-lists, in bf16 as training runs the
+    teacher, the requested digits those of the held-out clips."""
     import cm_media
     from cm_media.math.samplers import default_step_sigmas, multistep_fixed_noise
     from modalities.av.codec import layout_of, split_media
@@ -156,16 +158,21 @@ def cmd_teacher(args) -> list[dict]:
     cond = gen.cond_tensors({"digit": [str(d) for d in digits.tolist()]}, n)
     noise = torch.randn((n, *gen.shape()), generator=torch.Generator().manual_seed(args.seed))  # [B, C, *axes]
     rows = []
-    for k in args.steps:
-        sigmas = default_step_sigmas(k, m.sigma_min, m.sigma_max, m.rho)
+    plans = [default_step_sigmas(k, m.sigma_min, m.sigma_max, m.rho) for k in args.steps]
+    for text in args.sigma_lists:
+        try:
+            plans.append([float(v) for v in text.split(",")])
+        except ValueError:
+            raise SystemExit(f"--sigma-lists: {text!r} is not a comma-separated list of numbers") from None
+    for sigmas in plans:
         parts = []
         for i in range(0, n, 50):
             f = gen.conditioned(gen.net(True), {name: v[i:i + 50] for name, v in cond.items()}, None)
             with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
                 parts.append(multistep_fixed_noise(f, noise[i:i + 50], sigmas, m.sigma_min).float())
         video, audio = split_media(gen.decode(torch.cat(parts)), layout_of(cfg.codec))
-        rows.append(row(f"{args.source}: deterministic {k}-step sample (kd teacher)", video, audio, digits, cfg,
-                        pitch=False))
+        rows.append(row(f"{args.source}: deterministic {len(sigmas)}-step sample (kd teacher) at "
+                        f"{', '.join(f'{v:g}' for v in sigmas)}", video, audio, digits, cfg, pitch=False))
     return rows
 
 
@@ -240,7 +247,8 @@ def main() -> None:
     e.add_argument("--one-step", action="store_true", help="only the one-step rows")
     t = sub.add_parser("teacher")
     t.add_argument("source")
-    t.add_argument("--steps", type=int, nargs="+", default=[3, 6, 8, 12])
+    t.add_argument("--steps", type=int, nargs="*", default=[3, 6, 8, 12])
+    t.add_argument("--sigma-lists", nargs="*", default=[], help="level lists, each comma-separated")
     t.add_argument("--n", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
