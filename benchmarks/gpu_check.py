@@ -143,7 +143,8 @@ def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
     x = torch.randn(batch, *shape, device=device)  # [B, C, *axes]
     sigma = torch.full((batch,), cfg.method.sigma_max, device=device)
     cond = gen.batch_conditions(None, batch, seed=0)(0, batch)  # a class per sample where the model has classes
-    flops = forward_flops(lambda a, b: gen.model(a, b, {k: v.to(device) for k, v in cond.items()} or None), x, sigma)
+    cond_dev = {k: v.to(device) for k, v in cond.items()} or None
+    flops = forward_flops(lambda a, b: gen.model(a, b, cond_dev), x, sigma)
     peak = peak_flops(device)
 
     media_shape = []
@@ -160,7 +161,6 @@ def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
                           10_000)
     opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
-    cond_dev = {k: v.to(device) for k, v in cond.items()} or None
 
     def step():
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):

@@ -101,18 +101,33 @@ def cmd_quality(args) -> list[dict]:
     return rows
 
 
-def cmd_edit(args) -> list[dict]:
-    """Sound for real held-out clips (`edit --mask audio` on their silenced mp4 content): onsets against the real
-    bounces, which the frames show without a generated digit's wobble; the same soundtracks swapped between
-    clips of a digit as the no-sync baseline. A model that ties sound to motion scores far above the baseline."""
+def held_out(args):
+    """The model of `args.source` (torch at args.threads) and args.n held-out clips of its data: (gen, data)."""
     import cm_media
-    from modalities.av.codec import layout_of, pack_media, split_media
     from modalities.av.sounding_digits import SoundingDigits
 
     torch.set_num_threads(args.threads)
     gen = cm_media.load(args.source)
+    d = gen.cfg.data
+    return gen, SoundingDigits("test", args.n, seed=d.seed, sound=d.sound, small_words=d.small_words)
+
+
+def edit_in_chunks(gen, media: torch.Tensor, mask: torch.Tensor, digits: torch.Tensor, steps: int, seed: int,
+                   sigmas: list[float] | None = None) -> torch.Tensor:
+    """gen.edit over media [B, 1, D] 50 clips at a time, each asking for its clip's digit."""
+    return torch.cat([gen.edit(media[i:i + 50], mask, steps=steps, sigmas=sigmas, seed=seed,
+                               cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]})
+                      for i in range(0, len(media), 50)])
+
+
+def cmd_edit(args) -> list[dict]:
+    """Sound for real held-out clips (`edit --mask audio` on their silenced mp4 content): onsets against the real
+    bounces, which the frames show without a generated digit's wobble; the same soundtracks swapped between
+    clips of a digit as the no-sync baseline. A model that ties sound to motion scores far above the baseline."""
+    from modalities.av.codec import layout_of, pack_media, split_media
+
+    gen, data = held_out(args)
     cfg, n = gen.cfg, args.n
-    data = SoundingDigits("test", n, seed=cfg.data.seed, sound=cfg.data.sound, small_words=cfg.data.small_words)
     video, audio = data.get_clips(range(n))
     digits = data.labels
     media, mask = pack_media(video, audio * 0), gen.modality.edit_mask("audio", None, cfg)
@@ -122,9 +137,7 @@ def cmd_edit(args) -> list[dict]:
     for label, (steps, sigmas) in plans.items():
         if args.one_step and steps > 1:
             continue
-        parts = [gen.edit(media[i:i + 50], mask, steps=steps, sigmas=sigmas, seed=args.seed,
-                          cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]}) for i in range(0, n, 50)]
-        _, sound = split_media(torch.cat(parts), layout_of(cfg.codec))
+        _, sound = split_media(edit_in_chunks(gen, media, mask, digits, steps, args.seed, sigmas), layout_of(cfg.codec))
         name = f"{args.source}: sound for real clips, {label}"
         rows.append(row(name, video, sound, digits, cfg))
         rows.append(row(f"{name}, soundtracks swapped (no sync)", video, sound[swap], digits, cfg, pitch=False))
@@ -132,9 +145,7 @@ def cmd_edit(args) -> list[dict]:
         still = pack_media(video * 0, audio)
         vmask = gen.modality.edit_mask("video", None, cfg)
         for label, steps in ({"1 step": 1} if args.one_step else {"1 step": 1, "2 steps": 2}).items():
-            parts = [gen.edit(still[i:i + 50], vmask, steps=steps, seed=args.seed,
-                              cond={"digit": [str(d) for d in digits[i:i + 50].tolist()]}) for i in range(0, n, 50)]
-            moved, _ = split_media(torch.cat(parts), layout_of(cfg.codec))
+            moved, _ = split_media(edit_in_chunks(gen, still, vmask, digits, steps, args.seed), layout_of(cfg.codec))
             name = f"{args.source}: motion for real soundtracks, {label}"
             rows.append(row(name, moved, audio, digits, cfg, pitch=False))
             rows.append(row(f"{name}, soundtracks swapped (no sync)", moved, audio[swap], digits, cfg, pitch=False))
@@ -145,15 +156,11 @@ def cmd_teacher(args) -> list[dict]:
     """Sync of `multistep_fixed_noise` samples (what method kd regresses its one step onto) for each K of
     --steps (Karras levels, as kd's default) and each level list of --sigma-lists, in bf16 as training runs the
     teacher, the requested digits those of the held-out clips."""
-    import cm_media
     from cm_media.math.samplers import default_step_sigmas, multistep_fixed_noise
     from modalities.av.codec import layout_of, split_media
-    from modalities.av.sounding_digits import SoundingDigits
 
-    torch.set_num_threads(args.threads)
-    gen = cm_media.load(args.source)
+    gen, data = held_out(args)
     cfg, n, m = gen.cfg, args.n, gen.cfg.method
-    data = SoundingDigits("test", n, seed=cfg.data.seed, sound=cfg.data.sound, small_words=cfg.data.small_words)
     digits = data.labels
     cond = gen.cond_tensors({"digit": [str(d) for d in digits.tolist()]}, n)
     noise = torch.randn((n, *gen.shape()), generator=torch.Generator().manual_seed(args.seed))  # [B, C, *axes]
@@ -180,19 +187,14 @@ def cmd_alternate(args) -> list[dict]:
     """Joint clips in --joint-steps, then each edit of --edits in turn ("v<K>": motion regenerated for the current
     soundtrack in K steps, "a<K>": sound for the current frames), sync after each: a Gibbs-like sampler of the
     two streams. Wall turns per clip are in the rows (a wobbling digit turns near walls without a wall hit)."""
-    import cm_media
     from modalities.av.codec import layout_of, pack_media, split_media
-    from modalities.av.sounding_digits import SoundingDigits
 
-    torch.set_num_threads(args.threads)
-    gen = cm_media.load(args.source)
+    gen, data = held_out(args)
     cfg, n = gen.cfg, args.n
-    data = SoundingDigits("test", n, seed=cfg.data.seed, sound=cfg.data.sound, small_words=cfg.data.small_words)
     digits = data.labels
-    names = [str(d) for d in digits.tolist()]
     layout = layout_of(cfg.codec)
-    video, audio = split_media(gen.generate(n, steps=args.joint_steps, seed=args.seed, cond={"digit": names},
-                                            batch_size=32), layout)
+    video, audio = split_media(gen.generate(n, steps=args.joint_steps, seed=args.seed,
+                                            cond={"digit": [str(d) for d in digits.tolist()]}, batch_size=32), layout)
     rows = [row(f"{args.source}: joint, {args.joint_steps} step(s)", video, audio, digits, cfg, pitch=False)]
     done = []
     for i, op in enumerate(args.edits):
@@ -201,9 +203,7 @@ def cmd_alternate(args) -> list[dict]:
         which, steps = {"v": "video", "a": "audio"}[op[0]], int(op[1:])
         media = pack_media(video * 0, audio) if which == "video" else pack_media(video, audio * 0)
         mask = gen.modality.edit_mask(which, None, cfg)
-        media = torch.cat([gen.edit(media[j:j + 50], mask, steps=steps, seed=args.seed + 10 + i,
-                                    cond={"digit": names[j:j + 50]}) for j in range(0, n, 50)])
-        video, audio = split_media(media, layout)
+        video, audio = split_media(edit_in_chunks(gen, media, mask, digits, steps, args.seed + 10 + i), layout)
         done.append(op)
         rows.append(row(f"{args.source}: joint, then {' '.join(done)}", video, audio, digits, cfg, pitch=False))
     return rows

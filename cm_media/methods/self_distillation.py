@@ -73,14 +73,11 @@ class KD(_FromTeacher):
         c = self.cfg
         z = self._noise(x0, gen)  # [B, C, *axes]
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
-        weight = torch.ones(x0.shape[0], device=x0.device)  # [B]
+        held_rows = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # [B]
         if c.held_stream_p > 0:
             x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
-            weight = torch.where(held_rows, c.held_weight, 1.0)
-            target = self._targets(z, x, sigma, held_rows, cond)
-        else:
-            with torch.no_grad():
-                target = multistep_fixed_noise(bind(self.teacher, cond), z, self.teacher_sigmas(), c.sigma_min)
+        weight = torch.where(held_rows, c.held_weight, 1.0)  # [B]
+        target = self._targets(z, x, sigma, held_rows, cond)
         pred = bind(model, cond)(x, sigma)
         if c.per_stream:
             return weight * self._per_stream_distance(model, pred, target)
@@ -90,14 +87,18 @@ class KD(_FromTeacher):
     def _targets(self, z, x, sigma, held_rows, cond):
         """The teacher's K-step sample for the rows that generate both streams, its one-step output (the edit) for
         the rows holding a stream: each row costs the teacher K evaluations or one, never both."""
-        target = torch.empty_like(z)  # [B, C, *axes]
+        if not held_rows.any():  # every row joint: the whole batch in one K-step sample
+            return multistep_fixed_noise(bind(self.teacher, cond), z, self.teacher_sigmas(), self.cfg.sigma_min)
+        target = None
         for rows, one_step in ((~held_rows, False), (held_rows, True)):
             if not rows.any():
                 continue
             f = bind(self.teacher, None if cond is None else {k: v[rows] for k, v in cond.items()})
             out = f(x[rows], sigma[rows]) if one_step else multistep_fixed_noise(
                 f, z[rows], self.teacher_sigmas(), self.cfg.sigma_min)
-            target[rows] = out.to(target.dtype)
+            if target is None:  # the teacher's dtype (bf16 under autocast), as the all-joint path returns
+                target = out.new_empty(z.shape)  # [B, C, *axes]
+            target[rows] = out
         return target
 
     def _per_stream_distance(self, model, pred, target):
