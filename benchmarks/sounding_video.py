@@ -29,12 +29,19 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(message: str) -> None:
+    """A bad option: one `error:` line and exit status 2, as the CLI and argparse give."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def same_digit_swap(digits: torch.Tensor) -> torch.Tensor:
@@ -159,18 +166,19 @@ def cmd_teacher(args) -> list[dict]:
     from cm_media.math.samplers import default_step_sigmas, multistep_fixed_noise
     from modalities.av.codec import layout_of, split_media
 
+    custom = []
+    for text in args.sigma_lists:  # checked before any work
+        try:
+            custom.append([float(v) for v in text.split(",")])
+        except ValueError:
+            fail(f"--sigma-lists: {text!r} is not a comma-separated list of numbers")
     gen, data = held_out(args)
     cfg, n, m = gen.cfg, args.n, gen.cfg.method
     digits = data.labels
     cond = gen.cond_tensors({"digit": [str(d) for d in digits.tolist()]}, n)
     noise = torch.randn((n, *gen.shape()), generator=torch.Generator().manual_seed(args.seed))  # [B, C, *axes]
     rows = []
-    plans = [default_step_sigmas(k, m.sigma_min, m.sigma_max, m.rho) for k in args.steps]
-    for text in args.sigma_lists:
-        try:
-            plans.append([float(v) for v in text.split(",")])
-        except ValueError:
-            raise SystemExit(f"--sigma-lists: {text!r} is not a comma-separated list of numbers") from None
+    plans = [default_step_sigmas(k, m.sigma_min, m.sigma_max, m.rho) for k in args.steps] + custom
     for sigmas in plans:
         parts = []
         for i in range(0, n, 50):
@@ -189,6 +197,9 @@ def cmd_alternate(args) -> list[dict]:
     two streams. Wall turns per clip are in the rows (a wobbling digit turns near walls without a wall hit)."""
     from modalities.av.codec import layout_of, pack_media, split_media
 
+    for op in args.edits:  # checked before any work
+        if op[:1] not in ("v", "a") or not op[1:].isdigit() or int(op[1:]) < 1:
+            fail(f"--edits: {op!r} is not v<steps> or a<steps>")
     gen, data = held_out(args)
     cfg, n = gen.cfg, args.n
     digits = data.labels
@@ -198,8 +209,6 @@ def cmd_alternate(args) -> list[dict]:
     rows = [row(f"{args.source}: joint, {args.joint_steps} step(s)", video, audio, digits, cfg, pitch=False)]
     done = []
     for i, op in enumerate(args.edits):
-        if op[:1] not in ("v", "a") or not op[1:].isdigit() or int(op[1:]) < 1:
-            raise SystemExit(f"--edits: {op!r} is not v<steps> or a<steps>")
         which, steps = {"v": "video", "a": "audio"}[op[0]], int(op[1:])
         media = pack_media(video * 0, audio) if which == "video" else pack_media(video, audio * 0)
         mask = gen.modality.edit_mask(which, None, cfg)
