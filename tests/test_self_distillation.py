@@ -62,8 +62,11 @@ def test_loss_regresses_the_one_step_sample_onto_the_teachers_k_step_sample():
 
 
 def test_config_errors():
-    with pytest.raises(UserError, match="teacher_steps must be >= 2"):
+    with pytest.raises(UserError, match="teacher_steps must be >= 2 .* or 1 with method.joint_edit_stream"):
         KDConfig(teacher_steps=1)
+    assert KDConfig(teacher_steps=1, joint_edit_stream=1).teacher_steps == 1
+    with pytest.raises(UserError, match="held_data_streams needs method.held_stream_p > 0"):
+        KDConfig(held_data_streams=[1])
     with pytest.raises(UserError, match="teacher_sigmas lists 2 levels for teacher_steps 3"):
         KDConfig(teacher_steps=3, teacher_sigmas=[20.0, 1.0])
 
@@ -87,6 +90,12 @@ def test_tiny_run_from_an_ict_teacher_and_teacher_kind_errors(tmp_path, digits_c
     assert gen.is_consistency
     out = gen.generate(2, steps=1)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+    # a student of another backbone learns from the teacher's samples, but cannot start from its weights
+    wide = {"method.name": "kd", "method.teacher": str(teacher), "method.teacher_steps": 2, "backbone.channels": 8}
+    with pytest.raises(UserError, match="has a different backbone section"):
+        train(_tiny(digits_config, 1, **wide), tmp_path / "w0", progress=False)
+    train(_tiny(digits_config, 1, **wide, **{"method.init_from_teacher": False}), tmp_path / "w1", progress=False)
+    assert cm_media.load(tmp_path / "w1").generate(1, steps=1).shape == (1, 1, 8, 8)
     edm = tmp_path / "edm"
     train(_tiny(digits_config, 1, **{"method.name": "edm"}), edm, progress=False)
     with pytest.raises(UserError, match="a teacher must be a consistency model"):
@@ -183,3 +192,59 @@ def test_each_row_costs_the_teacher_k_evaluations_or_one():
     assert len(teacher.calls) == 4 and len(joint_calls) == 3 and len(held_calls) == 1
     # each call gets its own rows' conditions
     assert all(c[2] == digits[~held].tolist() for c in joint_calls) and held_calls[0][2] == digits[held].tolist()
+
+
+class Scaled(TwoStreams):
+    """TwoStreams times a factor per stream: tells the student's and the teacher's outputs apart."""
+
+    def __init__(self, a=1.0, b=1.0):
+        super().__init__()
+        self.scale = torch.tensor([a] * 3 + [b] * 3)
+
+    def forward(self, x, sigma, cond=None):
+        return super().forward(x, sigma, cond) * self.scale
+
+
+def test_held_data_streams_regress_the_generated_listed_stream_onto_the_data():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.8,
+                   held_data_streams=[1])
+    teacher, student = Scaled(0.5, 0.5), Scaled(2.0, 3.0)
+    m = KD(cfg, student, 10, teacher=teacher)
+    x0 = torch.randn(32, 1, 6)
+    loss = m.loss(student, x0, 0, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn((32, 1, 6), generator=gen)
+    held = streams.clean_stream_mask(32, 2, 0.8, gen)  # [B, S]
+    assert held[:, 0].any() and held[:, 1].any() and not held.any(1).all()
+    keep = streams.per_element(held.float(), x0, [3, 3])
+    x = keep * x0 + (1 - keep) * 20.0 * z
+    sigma = streams.hold_streams(torch.full((32,), 20.0), held, 0.002)
+    target = multistep_fixed_noise(teacher, z, m.teacher_sigmas())
+    target = torch.where(held.any(1)[:, None, None], teacher(x, sigma), target)
+    target[held[:, 0], :, 3:] = x0[held[:, 0], :, 3:]  # video held: the sound is the real one
+    # audio held: the motion stays the teacher's edit; the held stream itself is the data either way
+    want = losses.pseudo_huber(student(x, sigma), target, losses.pseudo_huber_c(6))
+    assert torch.allclose(loss, want)
+
+
+def test_joint_edit_stream_targets_the_students_own_edit_of_the_teachers_motion():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=1, joint_edit_stream=1)
+    teacher, student = Scaled(0.5, 0.5), Scaled(2.0, 3.0)
+    m = KD(cfg, student, 10, teacher=teacher)
+    x0 = torch.randn(4, 1, 6)
+    loss = m.loss(student, x0, 0, torch.Generator().manual_seed(6))
+    z = torch.randn((4, 1, 6), generator=torch.Generator().manual_seed(6))
+    motion = teacher(20.0 * z, torch.full((4,), 20.0))[..., :3]  # the teacher's one step
+    held = torch.tensor([[True, False]]).expand(4, -1)
+    x = torch.cat([motion, 20.0 * z[..., 3:]], -1)
+    edit = student(x, streams.hold_streams(torch.full((4,), 20.0), held, 0.002))  # the student's sound for it
+    assert torch.allclose(edit[..., :3], 2.0 * motion / 1.002)  # (the stand-in does not keep a held stream)
+    target = torch.cat([motion, edit[..., 3:]], -1)
+    want = losses.pseudo_huber(student(20.0 * z, torch.full((4,), 20.0)), target, losses.pseudo_huber_c(6))
+    assert torch.allclose(loss, want)
+    with pytest.raises(UserError, match="joint_edit_stream needs a multi-stream backbone"):
+        m.loss(Shrink(), x0, 0, torch.Generator().manual_seed(6))

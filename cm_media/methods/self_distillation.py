@@ -39,10 +39,17 @@ class KDConfig(TeacherConfig):
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
+    # streams that, generated in a held row, regress onto the data instead of the teacher's edit (a stream the
+    # held one determines, as a soundtrack's note times are by the frames: the real timing, not the teacher's)
+    held_data_streams: list = field(default_factory=list)
+    # a stream whose joint-row target is the student's own one-step edit of it (no gradient) given the teacher's
+    # sample of the other streams: the joint step learns what the edit makes of the motion (-1: off)
+    joint_edit_stream: int = -1
 
     def __post_init__(self):
-        if self.teacher_steps < 2:
-            raise UserError(f"method.teacher_steps must be >= 2 (one step is the student), got {self.teacher_steps}")
+        if self.teacher_steps < 1 or (self.teacher_steps == 1 and self.joint_edit_stream < 0):
+            raise UserError(f"method.teacher_steps must be >= 2 (one step is the student), or 1 with "
+                            f"method.joint_edit_stream, got {self.teacher_steps}")
         if self.teacher_sigmas and len(self.teacher_sigmas) != self.teacher_steps:
             raise UserError(f"method.teacher_sigmas lists {len(self.teacher_sigmas)} levels for "
                             f"teacher_steps {self.teacher_steps}")
@@ -50,6 +57,8 @@ class KDConfig(TeacherConfig):
             raise UserError(f"method.held_weight must be >= 0, got {self.held_weight}")
         if not 0.0 <= self.held_stream_p <= 1.0:
             raise UserError(f"method.held_stream_p must be in [0, 1], got {self.held_stream_p}")
+        if self.held_data_streams and self.held_stream_p == 0:
+            raise UserError("method.held_data_streams needs method.held_stream_p > 0 (rows holding a stream)")
 
 
 class KD(_FromTeacher):
@@ -73,11 +82,16 @@ class KD(_FromTeacher):
         c = self.cfg
         z = self._noise(x0, gen)  # [B, C, *axes]
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
-        held_rows = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # [B]
+        held = torch.zeros(x0.shape[0], 1, dtype=torch.bool, device=x0.device)  # [B, S]: no stream held
         if c.held_stream_p > 0:
-            x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
+            x, sigma, held = self._hold_streams(model, x0, x, sigma, gen)
+        held_rows = held.any(1)  # [B]
         weight = torch.where(held_rows, c.held_weight, 1.0)  # [B]
         target = self._targets(z, x, sigma, held_rows, cond)
+        if c.held_data_streams:
+            target = self._data_targets(model, x0, target, held)
+        if c.joint_edit_stream >= 0 and not held_rows.all():
+            target = self._joint_edit_targets(model, z, target, held_rows, cond)
         pred = bind(model, cond)(x, sigma)
         if c.per_stream:
             return weight * self._per_stream_distance(model, pred, target)
@@ -101,6 +115,32 @@ class KD(_FromTeacher):
             target[rows] = out
         return target
 
+    def _data_targets(self, model, x0, target, held):
+        """Rows holding a stream: the generated streams of held_data_streams regress onto the data x0."""
+        sizes = self.stream_sizes_for(model, "method.held_data_streams")
+        listed = torch.zeros(len(sizes), dtype=torch.bool, device=x0.device)
+        listed[[s for s in self.cfg.held_data_streams if 0 <= s < len(sizes)]] = True
+        from_data = held.any(1, keepdim=True) & ~held & listed  # [B, S]
+        return torch.where(streams.per_element(from_data.to(x0.dtype), x0, sizes) > 0, x0, target.to(x0.dtype))
+
+    @torch.no_grad()
+    def _joint_edit_targets(self, model, z, target, held_rows, cond):
+        """Joint rows: stream joint_edit_stream of the target becomes the student's one-step edit of it, the
+        other streams held clean at their teacher targets (one no-gradient evaluation of those rows)."""
+        c = self.cfg
+        sizes = self.stream_sizes_for(model, "method.joint_edit_stream")
+        rows = ~held_rows  # [B]
+        keep = torch.ones(len(sizes), dtype=torch.bool, device=z.device)
+        keep[c.joint_edit_stream] = False
+        keep = keep.expand(int(rows.sum()), -1)  # [b, S]
+        mask = streams.per_element(keep.to(z.dtype), z[rows], sizes)  # 1 on the held streams' elements
+        x = mask * target[rows].to(z.dtype) + (1 - mask) * c.sigma_max * z[rows]
+        sigma = streams.hold_streams(_sig(z[rows], c.sigma_max).flatten(), keep, c.sigma_min)  # [b, S]
+        f = bind(model, None if cond is None else {k: v[rows] for k, v in cond.items()})
+        target = target.to(z.dtype).clone()
+        target[rows] = mask * target[rows] + (1 - mask) * f(x, sigma).to(z.dtype)  # only the edited stream changes
+        return target
+
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""
         sizes = self.stream_sizes_for(model, "method.per_stream")
@@ -109,10 +149,10 @@ class KD(_FromTeacher):
 
     def _hold_streams(self, model, x0, x, sigma, gen):
         """A share held_stream_p of the samples holds one stream clean at sigma_min, from the data, as the stream
-        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held rows [B])."""
+        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held streams [B, S])."""
         sizes = self.stream_sizes_for(model, "method.held_stream_p")
         held = self._local(streams.clean_stream_mask(self._global(x0.shape[0]), len(sizes), self.cfg.held_stream_p,
                                                      gen)).to(x0.device)  # [B, S]
         keep = streams.per_element(held.to(x0.dtype), x0, sizes)  # 1 on the held streams' elements
         x = keep * x0 + (1 - keep) * x
-        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held.any(1)
+        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held

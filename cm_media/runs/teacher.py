@@ -20,7 +20,8 @@ def load_teacher(student: RunConfig, device) -> tuple[torch.nn.Module, RunConfig
     if not getattr(student.method, "teacher", None):
         raise UserError(f"method.name {student.method.name} needs method.teacher (a teacher run directory or checkpoint)")
     run = load_run(student.method.teacher, device)
-    check_compatible(student, run.cfg, str(run.path), METHODS[student.method.name].teacher_kind)
+    check_compatible(student, run.cfg, str(run.path), METHODS[student.method.name].teacher_kind,
+                     same_backbone=getattr(student.method, "init_from_teacher", True))
     return run.model.requires_grad_(False), run.cfg
 
 
@@ -34,13 +35,15 @@ def _comparable(cfg: RunConfig, name: str) -> dict:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def check_compatible(student: RunConfig, teacher: RunConfig, where: str, kind: str = "edm") -> None:
-    """Teacher and student must share modality, codec, backbone and sigma_data; the teacher must be an EDM model
-    (`kind` "edm") or, for self-distillation, a consistency model."""
+def check_compatible(student: RunConfig, teacher: RunConfig, where: str, kind: str = "edm",
+                     same_backbone: bool = True) -> None:
+    """Teacher and student must share modality, codec, sigma_data and (when the student starts from the teacher's
+    weights, `same_backbone`) the backbone; the teacher must be an EDM model (`kind` "edm") or, for
+    self-distillation, a consistency model."""
     if method_kind(teacher.method.name) != kind:
         need = "'edm'" if kind == "edm" else f"a {kind} model (ict, ct, cd, ect, cmt, kd)"
         raise UserError(f"teacher {where} was trained with method {teacher.method.name!r}; a teacher must be {need}")
-    for name in ("modality", "codec", "backbone"):
+    for name in ("modality", "codec", "backbone") if same_backbone else ("modality", "codec"):
         a, b = _comparable(student, name), _comparable(teacher, name)
         if a != b:
             raise UserError(f"teacher {where} has a different {name} section ({b}) than this config ({a})")

@@ -36,6 +36,7 @@ from cm_media.nn.registry import register_arch
 from cm_media.nn.spacetime import SpaceTimeBlock, SpaceTimeUNetConfig
 
 from .codec import AVLayout, pack_model, split_model
+from .keypoints import KeypointExchange, frame_to_audio_times
 
 
 @dataclass
@@ -63,6 +64,10 @@ class JointNetConfig:
     # per-stream noise levels (cm_media/math/streams.py): c_noise [B, 2] (video, audio), each tower embedding its
     # own level plus the other's through a zero-initialized map (so shared levels start as the plain network)
     stream_noise: bool = False
+    # keypoints.py: K soft-argmax positions per frame, interpolated to the audio frames of these levels (0: off)
+    keypoints: int = 0
+    keypoint_levels: list = field(default_factory=lambda: [0, 1])
+    keypoint_hidden: int = 64
     cond: list = field(default_factory=list)
 
 
@@ -124,25 +129,30 @@ class JointNet(nn.Module):
         def ablock(i, o):
             return ResBlock(2, i, o, emb_dim, cfg.dropout, 3)
 
-        def xchg(c):
-            return Exchange(c, c, cfg.video_grid, cfg.audio_bands) if cfg.exchange else None
+        def xchg(c, level):
+            found = [Exchange(c, c, cfg.video_grid, cfg.audio_bands) if cfg.exchange else None]
+            if cfg.keypoints and level in cfg.keypoint_levels:
+                audio_frames = cfg.spec_frames // (tp * 2 ** level)
+                found.append(KeypointExchange(c, c, cfg.keypoints, cfg.keypoint_hidden,
+                                              frame_to_audio_times(cfg.frames, audio_frames, cfg.spec_frames)))
+            return found
 
         self.down, skips, cur = nn.ModuleList(), [ch], ch
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleList([vblock(cur, ch * mult, level), ablock(cur, ch * mult), xchg(ch * mult)]))
+                self.down.append(nn.ModuleList([vblock(cur, ch * mult, level), ablock(cur, ch * mult), *xchg(ch * mult, level)]))
                 cur = ch * mult
                 skips.append(cur)
             if level < levels - 1:
                 self.down.append(nn.ModuleList([Downsample(3, cur, (1, 2, 2)), Downsample(2, cur, (2, 2))]))
                 skips.append(cur)
-        self.mid = nn.ModuleList([vblock(cur, cur, levels), ablock(cur, cur), xchg(cur)])
+        self.mid = nn.ModuleList([vblock(cur, cur, levels), ablock(cur, cur), *xchg(cur, levels)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for j in range(cfg.num_res_blocks + 1):
                 skip = skips.pop()
                 self.up.append(nn.ModuleList([vblock(cur + skip, ch * mult, level), ablock(cur + skip, ch * mult),
-                                              xchg(ch * mult)]))
+                                              *xchg(ch * mult, level)]))
                 cur = ch * mult
                 if level > 0 and j == cfg.num_res_blocks:
                     self.up.append(nn.ModuleList([conv_nd(3, cur, cur, 3, padding=1), conv_nd(2, cur, cur, 3, padding=1)]))
@@ -153,8 +163,10 @@ class JointNet(nn.Module):
         self.v_out, self.a_out = head(3, vp * vp), head(2, 2 * fp * tp)
 
     def _block(self, blocks, hv, ha, emb_v, emb_a):
-        vb, ab, x = blocks
+        vb, ab, x, *kp = blocks
         hv, ha = vb(hv, emb_v), ab(ha, emb_a)
+        if kp:  # the digit's positions, read before the Exchange mixes the streams
+            ha = kp[0](hv, ha)
         return x(hv, ha) if x is not None else (hv, ha)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
