@@ -10,6 +10,8 @@ audio knows when it meets a wall), the audio sends each frame's features pooled 
 at what pitch a note sounds). Both transfers start at zero, so with `exchange: false` the towers are independent:
 the no-sync baseline. With `stream_noise` each tower is also told both streams' noise levels, so one stream can be
 given clean (at sigma_min) and the other generated from it: sound for a silent clip, motion for a soundtrack.
+With `keypoints` K > 0 the audio tower of the `keypoint_levels` also reads K soft-argmax positions of the digit per
+frame, interpolated to its own frame times (keypoints.py): the pooled summary times a note only to a frame or two.
 """
 
 from __future__ import annotations
