@@ -12,7 +12,9 @@ one-step model learns what the K-step sampler makes, still in one network evalua
 A multi-stream teacher (method.clean_stream_p) also generates one stream from another held clean; the student
 keeps most of that without training on it (sounding digits: sound for real clips 78.9% -> 72.4%). With
 `held_stream_p` that share of samples holds one stream clean, from the data, and regresses onto the teacher's own
-one-step output for it, to keep the edits as the teacher makes them.
+one-step output for it, to keep the edits as the teacher makes them. With `joint_edit_stream` s (and the teacher at
+one step) the joint rows' stream s regresses instead onto the student's own one-step edit of s given the teacher's
+other streams: the two-evaluation cascade "motion, then the sound for it" taught to the joint step.
 """
 
 from __future__ import annotations
@@ -39,9 +41,6 @@ class KDConfig(TeacherConfig):
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
-    # streams that, generated in a held row, regress onto the data instead of the teacher's edit (a stream the
-    # held one determines, as a soundtrack's note times are by the frames: the real timing, not the teacher's)
-    held_data_streams: list = field(default_factory=list)
     # a stream whose joint-row target is the student's own one-step edit of it (no gradient) given the teacher's
     # sample of the other streams: the joint step learns what the edit makes of the motion (-1: off)
     joint_edit_stream: int = -1
@@ -57,8 +56,6 @@ class KDConfig(TeacherConfig):
             raise UserError(f"method.held_weight must be >= 0, got {self.held_weight}")
         if not 0.0 <= self.held_stream_p <= 1.0:
             raise UserError(f"method.held_stream_p must be in [0, 1], got {self.held_stream_p}")
-        if self.held_data_streams and self.held_stream_p == 0:
-            raise UserError("method.held_data_streams needs method.held_stream_p > 0 (rows holding a stream)")
 
 
 class KD(_FromTeacher):
@@ -82,14 +79,11 @@ class KD(_FromTeacher):
         c = self.cfg
         z = self._noise(x0, gen)  # [B, C, *axes]
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
-        held = torch.zeros(x0.shape[0], 1, dtype=torch.bool, device=x0.device)  # [B, S]: no stream held
+        held_rows = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # [B]
         if c.held_stream_p > 0:
-            x, sigma, held = self._hold_streams(model, x0, x, sigma, gen)
-        held_rows = held.any(1)  # [B]
+            x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
         weight = torch.where(held_rows, c.held_weight, 1.0)  # [B]
         target = self._targets(z, x, sigma, held_rows, cond)
-        if c.held_data_streams:
-            target = self._data_targets(model, x0, target, held)
         if c.joint_edit_stream >= 0 and not held_rows.all():
             target = self._joint_edit_targets(model, z, target, held_rows, cond)
         pred = bind(model, cond)(x, sigma)
@@ -115,20 +109,15 @@ class KD(_FromTeacher):
             target[rows] = out
         return target
 
-    def _data_targets(self, model, x0, target, held):
-        """Rows holding a stream: the generated streams of held_data_streams regress onto the data x0."""
-        sizes = self.stream_sizes_for(model, "method.held_data_streams")
-        listed = torch.zeros(len(sizes), dtype=torch.bool, device=x0.device)
-        listed[[s for s in self.cfg.held_data_streams if 0 <= s < len(sizes)]] = True
-        from_data = held.any(1, keepdim=True) & ~held & listed  # [B, S]
-        return torch.where(streams.per_element(from_data.to(x0.dtype), x0, sizes) > 0, x0, target.to(x0.dtype))
-
     @torch.no_grad()
     def _joint_edit_targets(self, model, z, target, held_rows, cond):
         """Joint rows: stream joint_edit_stream of the target becomes the student's one-step edit of it, the
         other streams held clean at their teacher targets (one no-gradient evaluation of those rows)."""
         c = self.cfg
         sizes = self.stream_sizes_for(model, "method.joint_edit_stream")
+        if c.joint_edit_stream >= len(sizes):
+            raise UserError(f"method.joint_edit_stream {c.joint_edit_stream} is not a stream of this backbone "
+                            f"(streams 0..{len(sizes) - 1})")
         rows = ~held_rows  # [B]
         keep = torch.ones(len(sizes), dtype=torch.bool, device=z.device)
         keep[c.joint_edit_stream] = False
@@ -149,10 +138,10 @@ class KD(_FromTeacher):
 
     def _hold_streams(self, model, x0, x, sigma, gen):
         """A share held_stream_p of the samples holds one stream clean at sigma_min, from the data, as the stream
-        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held streams [B, S])."""
+        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held rows [B])."""
         sizes = self.stream_sizes_for(model, "method.held_stream_p")
         held = self._local(streams.clean_stream_mask(self._global(x0.shape[0]), len(sizes), self.cfg.held_stream_p,
                                                      gen)).to(x0.device)  # [B, S]
         keep = streams.per_element(held.to(x0.dtype), x0, sizes)  # 1 on the held streams' elements
         x = keep * x0 + (1 - keep) * x
-        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held
+        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held.any(1)
