@@ -13,6 +13,9 @@
     # alternate: joint one-step clips, then each stream regenerated from the other in turn (v1: motion for the
     # soundtrack in one step, a1: sound for the frames), sync after each edit
     python benchmarks/sounding_video.py alternate sounding-digits --edits v1 a1 v1 a1 --n 200
+    # offsets: where the onsets fall, in frames from the nearest wall bounce, for real clips, the joint one step,
+    # sound for real clips and sound for the joint step's own frames (--sound-from: another run makes the sound)
+    python benchmarks/sounding_video.py offsets sounding-digits --n 200 [--sound-from runs/sounding_digits_rebalance_ict]
     # speed: one-step clips per second including both decodes (video pixels and the soundtrack's iSTFT), bf16
     python benchmarks/sounding_video.py speed sounding-digits --batch 32 --threads 2
 
@@ -218,6 +221,62 @@ def cmd_alternate(args) -> list[dict]:
     return rows
 
 
+def onset_offsets(name: str, video: torch.Tensor, audio: torch.Tensor, digits: torch.Tensor, cfg) -> dict:
+    """The signed distance in frames of each onset in the detectable window to its nearest wall bounce: shares
+    within one frame (the strict sync), within two, and with none within two, the median, and a histogram of
+    half-frame bins over [-3, 3] (onsets farther off, or in clips with no wall bounce, are counted apart)."""
+    import numpy as np
+
+    from modalities.av.sounding_digits import DIGIT_MIDI
+    from modalities.av.sync import av_sync_report
+
+    c = cfg.codec
+    r = av_sync_report(video, audio, digits, c.fps, c.sample_rate, DIGIT_MIDI, pitch=False, per_clip=True)
+    lo, hi = r["window_s"]
+    offsets = []
+    for onsets, walls in zip(r["onset_times"], r["wall_bounce_times"]):
+        walls = np.asarray(walls)
+        for t in onsets:
+            if lo <= t <= hi:
+                offsets.append(float((t - walls[np.abs(walls - t).argmin()]) * c.fps) if len(walls) else np.inf)
+    off = np.asarray(offsets)
+    n = max(len(off), 1)
+    near = off[np.abs(off) <= 3]
+    edges = np.arange(-3.0, 3.01, 0.5)
+    return {"rows": name, "clips": len(digits), "onsets": len(off), "within_1_frame": float((np.abs(off) <= 1).sum() / n),
+            "within_2_frames": float((np.abs(off) <= 2).sum() / n), "none_within_2": float((np.abs(off) > 2).sum() / n),
+            "median_offset_frames": float(np.median(near)) if len(near) else float("nan"),
+            "histogram_edges": edges.tolist(), "histogram": np.histogram(near, edges)[0].tolist(),
+            "beyond_3_or_no_wall_bounce": int((np.abs(off) > 3).sum())}
+
+
+def cmd_offsets(args) -> list[dict]:
+    """How far from a wall bounce the onsets fall: real clips, the joint one step, sound for real clips and sound
+    for the joint step's frames (both one-step edits, by --sound-from or the model itself). Sound for real clips
+    shows how well the audio tower times a note to given motion; sound for generated frames, how far the
+    generated motion lets it."""
+    import cm_media
+    from modalities.av.codec import layout_of, pack_media, split_media
+
+    gen, data = held_out(args)
+    sound = cm_media.load(args.sound_from) if args.sound_from else gen
+    cfg, n = gen.cfg, args.n
+    digits = data.labels
+    layout = layout_of(cfg.codec)
+    video, audio = data.get_clips(range(n))
+    joint_v, joint_a = split_media(gen.generate(n, steps=1, seed=args.seed, batch_size=32,
+                                                cond={"digit": [str(d) for d in digits.tolist()]}), layout)
+    mask = sound.modality.edit_mask("audio", None, sound.cfg)
+    name = args.sound_from or args.source
+    _, for_real = split_media(edit_in_chunks(sound, pack_media(video, audio * 0), mask, digits, 1, args.seed), layout)
+    _, for_joint = split_media(edit_in_chunks(sound, pack_media(joint_v, joint_a * 0), mask, digits, 1, args.seed),
+                               layout)
+    return [onset_offsets("real clips", video, audio, digits, cfg),
+            onset_offsets(f"{args.source}: joint, one step", joint_v, joint_a, digits, cfg),
+            onset_offsets(f"{name}: sound for real clips, one step", video, for_real, digits, cfg),
+            onset_offsets(f"{name}: sound for {args.source}'s joint frames, one step", joint_v, for_joint, digits, cfg)]
+
+
 def cmd_speed(args) -> list[dict]:
     import cm_media
 
@@ -265,12 +324,14 @@ def main() -> None:
     a = command("alternate", 2)
     a.add_argument("--joint-steps", type=int, default=1)
     a.add_argument("--edits", nargs="+", default=["v1", "a1"])
+    o = command("offsets", 2)
+    o.add_argument("--sound-from", help="a run (or bundled model name) whose one-step edit makes the sound")
     s = command("speed", 2, clips=False)
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     rows = {"quality": cmd_quality, "edit": cmd_edit, "teacher": cmd_teacher, "alternate": cmd_alternate,
-            "speed": cmd_speed}[args.cmd](args)
+            "offsets": cmd_offsets, "speed": cmd_speed}[args.cmd](args)
     for r in rows:
         print(json.dumps(r))
     if args.json:

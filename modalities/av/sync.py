@@ -329,8 +329,9 @@ def av_sync_report(video, audio, digits, fps: float, sr: int, digit_midi, tolera
     Returns `sync_scores` (tolerance one frame, 1 / fps, unless given; onsets counted inside
     `detectable_window`), the strict `wall_onsets_on_bounce`, `wall_bounces_with_onset` and `wall_bounces` of
     bounces within WALL_PX of an edge (a wobbling generated digit turns mid-frame too), plus `pitch_digit_agreement` (skipped, nan, with pitch=False: pYIN takes about 0.05 s
-    a clip), `tolerance_s` and `window_s` [lo, hi]; with per_clip=True also `bounce_times` and `onset_times`,
-    a list of float lists per clip. Every value is a plain int, float or list, so the dict goes to JSON as is."""
+    a clip), `tolerance_s` and `window_s` [lo, hi]; with per_clip=True also `bounce_times`, `wall_bounce_times`
+    and `onset_times`, a list of float lists per clip. Every value is a plain int, float or list, so the dict goes
+    to JSON as is."""
     v = _numpy(video)
     a = _numpy(audio)
     if v.ndim != 5:
@@ -354,6 +355,7 @@ def av_sync_report(video, audio, digits, fps: float, sr: int, digit_midi, tolera
     out.update(tolerance_s=tol, window_s=[float(window[0]), float(window[1])])
     if per_clip:
         out.update(bounce_times=[[float(t) for t in b] for b in bounces],
+                   wall_bounce_times=[[float(t) for t in b] for b in walls],
                    onset_times=[[float(t) for t in o] for o in onsets])
     return out
 

@@ -199,6 +199,7 @@ def test_av_sync_report_on_a_synthetic_sounding_clip():
     r = sync.av_sync_report(torch.cat([video, video]), torch.cat([synced, off]), [4, 4], FPS, SR, MIDI,
                             per_clip=True)
     assert r["bounce_times"][0] == [6 / FPS, 13 / FPS]
+    assert r["wall_bounce_times"][0] == [13 / FPS]  # the turn at y = 6 only
     assert r["bounces"] == 4 and r["onsets"] == 4
     assert r["onsets_on_bounce"] == 0.5 and r["bounces_with_onset"] == 0.5
     # strict reading: the turn at y = 34 is mid-frame (29 px from either edge), the one at y = 6 at the wall
