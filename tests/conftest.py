@@ -28,6 +28,20 @@ def repo_root():
     return ROOT
 
 
+@pytest.fixture
+def bench_script():
+    """Load a script of benchmarks/ as a module: bench_script("gpu_check")."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def _tiny_overrides(steps=4, **extra):
     """--set overrides that make any shipped config train in seconds."""
     items = {"train.steps": steps, "train.batch_size": 8, "train.log_every": 1, "train.samples": 4,

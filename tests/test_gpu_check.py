@@ -1,21 +1,13 @@
 """benchmarks/gpu_check.py's bundled-model rows, run on the CPU at batch 2: the generate path and an iCT step of the
 backbone run, and the media rates follow from the batch time and the clip's length."""
 
-import importlib.util
 import types
 
 import pytest
 
 
-def load_script(repo_root):
-    spec = importlib.util.spec_from_file_location("gpu_check", f"{repo_root}/benchmarks/gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_media_rates_from_the_clip_length(repo_root):
-    gc = load_script(repo_root)
+def test_media_rates_from_the_clip_length(bench_script):
+    gc = bench_script("gpu_check")
     audio = types.SimpleNamespace(modality="audio", codec=types.SimpleNamespace(sample_rate=16000))
     assert gc.media_rates(audio, (4, 1, 8000), 4, 0.5) == {"audio_real_time_factor": 4.0}  # 4 x 0.5 s in 0.5 s
     video = types.SimpleNamespace(modality="video", codec=types.SimpleNamespace(frames=16))
@@ -27,10 +19,10 @@ def test_media_rates_from_the_clip_length(repo_root):
 
 
 @pytest.mark.parametrize("name", ["image", "sounding-digits"])
-def test_bundled_row_on_the_cpu(repo_root, name):
+def test_bundled_row_on_the_cpu(bench_script, name):
     import torch
 
-    gc = load_script(repo_root)
+    gc = bench_script("gpu_check")
     [row] = gc.check_bundled(name, torch.device("cpu"), batch=2, repeats=1)
     assert row["model"] == name and row["batch"] == 2 and row["bundled"]
     assert row["onestep_samples_per_s"] == pytest.approx(2000 / row["onestep_ms"], rel=0.01)

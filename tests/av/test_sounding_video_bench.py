@@ -1,7 +1,6 @@
 """benchmarks/sounding_video.py's onset offsets: each onset's signed distance in frames to the nearest wall bounce,
 on a synthetic clip whose bounces and notes are placed by hand."""
 
-import importlib.util
 import types
 
 import numpy as np
@@ -15,15 +14,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FPS, SR = 8, 16000
 
 
-def load_script(repo_root):
-    spec = importlib.util.spec_from_file_location("sounding_video", f"{repo_root}/benchmarks/sounding_video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_onset_offsets_are_signed_frames_to_the_nearest_wall_bounce(repo_root):
-    sv = load_script(repo_root)
+def test_onset_offsets_are_signed_frames_to_the_nearest_wall_bounce(bench_script):
+    sv = bench_script("sounding_video")
     # a 12 px square: y turns mid-frame at frame 6 (centroid 39.5, 24 px from the edge) and at the wall at frame 13
     y = np.array([10, 14, 18, 22, 26, 30, 34, 30, 26, 22, 18, 14, 10, 6, 10, 14], float)
     frames = np.zeros((16, 64, 64), np.float32)
