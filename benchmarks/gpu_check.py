@@ -194,12 +194,14 @@ def main() -> None:
     device = torch.device(args.device)
     backends = ["sdpa"] + (["xformers"] if resolve_backend("xformers", device.type) == "xformers" else [])
     rows = []
-    if args.bundled:
+    if args.models:
+        names = args.models.split(",")
+    elif args.bundled:
         from cm_media.registry import bundled_models
 
-        names = args.models.split(",") if args.models else list(bundled_models())
+        names = list(bundled_models())
     else:
-        names = args.models.split(",") if args.models else list(CONFIGS)
+        names = list(CONFIGS)
     for name in names:
         try:
             if args.bundled:

@@ -123,11 +123,13 @@ def masked_multistep(
 
 @torch.no_grad()
 def given_streams_multistep(f: Fn, known: torch.Tensor, held: torch.Tensor, sizes: Sequence[int],
-                            sigmas: Sequence[float], sigma_min: float = 0.002, generator=None) -> torch.Tensor:
+                            sigmas: Sequence[float], sigma_min: float = 0.002, generator=None,
+                            noise: torch.Tensor | None = None) -> torch.Tensor:
     """Generate the streams that are not `held` ([S] bool) from the held ones of `known`, which enter clean at
     sigma_min (math/streams.py): the multistep consistency sampler (Song et al. 2023, alg. 1) on the other streams.
     Unlike masked_multistep, the first step already sees the kept streams; the net must have been trained with
-    held streams (method.clean_stream_p > 0)."""
+    held streams (method.clean_stream_p > 0). `noise` (like known) is the first step's noise, when the caller
+    draws it (method kd's edit target, a function of the student's own input noise)."""
     b = known.shape[0]
     held_b = held.to(known.device)[None].expand(b, -1)  # [B, S]
     keep = streams.per_element(held_b.to(known.dtype), known, sizes)  # 1 on the held streams' elements
@@ -141,7 +143,7 @@ def given_streams_multistep(f: Fn, known: torch.Tensor, held: torch.Tensor, size
         return keep * known + free * f(keep * known + free * z, sigma)
 
     sigmas = [float(s) for s in sigmas]
-    x = denoise(sigmas[0] * noise_like(), sigmas[0])
+    x = denoise(sigmas[0] * (noise_like() if noise is None else noise), sigmas[0])
     for tau in sigmas[1:]:
         x = denoise(x + math.sqrt(max(tau**2 - sigma_min**2, 0.0)) * noise_like(), tau)
     return x

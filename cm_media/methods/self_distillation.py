@@ -26,7 +26,7 @@ import torch
 from cm_media.errors import UserError
 from cm_media.math import losses, streams
 from cm_media.math.guidance import bind
-from cm_media.math.samplers import _sig, default_step_sigmas, multistep_fixed_noise
+from cm_media.math.samplers import _sig, default_step_sigmas, given_streams_multistep, multistep_fixed_noise
 from cm_media.methods.distillation import TeacherConfig, _FromTeacher
 
 
@@ -119,15 +119,13 @@ class KD(_FromTeacher):
             raise UserError(f"method.joint_edit_stream {c.joint_edit_stream} is not a stream of this backbone "
                             f"(streams 0..{len(sizes) - 1})")
         rows = ~held_rows  # [B]
-        keep = torch.ones(len(sizes), dtype=torch.bool, device=z.device)
-        keep[c.joint_edit_stream] = False
-        keep = keep.expand(int(rows.sum()), -1)  # [b, S]
-        mask = streams.per_element(keep.to(z.dtype), z[rows], sizes)  # 1 on the held streams' elements
-        x = mask * target[rows].to(z.dtype) + (1 - mask) * c.sigma_max * z[rows]
-        sigma = streams.hold_streams(_sig(z[rows], c.sigma_max).flatten(), keep, c.sigma_min)  # [b, S]
+        held = torch.ones(len(sizes), dtype=torch.bool)  # [S]: every stream but the edited one
+        held[c.joint_edit_stream] = False
         f = bind(model, None if cond is None else {k: v[rows] for k, v in cond.items()})
-        target = target.to(z.dtype).clone()
-        target[rows] = mask * target[rows] + (1 - mask) * f(x, sigma).to(z.dtype)  # only the edited stream changes
+        target = target.to(z.dtype).clone()  # [B, C, *axes]
+        # the one-step edit sampler, started from the rows' own noise (only the edited stream changes)
+        target[rows] = given_streams_multistep(f, target[rows], held, sizes, [c.sigma_max], c.sigma_min,
+                                               noise=z[rows]).to(z.dtype)
         return target
 
     def _per_stream_distance(self, model, pred, target):
