@@ -12,6 +12,9 @@ the no-sync baseline. With `stream_noise` each tower is also told both streams' 
 given clean (at sigma_min) and the other generated from it: sound for a silent clip, motion for a soundtrack.
 With `keypoints` K > 0 the audio tower of the `keypoint_levels` also reads K soft-argmax positions of the digit per
 frame, interpolated to its own frame times (keypoints.py): the pooled summary times a note only to a frame or two.
+With `audio_tail` N > 0 the audio tower goes on for N more residual blocks after both towers are done, each first
+reading the keypoints of the video tower's final features (those its output head draws): the sound is shaped
+after the motion is settled, in the same evaluation (the cascade "motion, then sound for it" inside one pass).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class JointNetConfig:
     keypoints: int = 0
     keypoint_levels: list = field(default_factory=lambda: [0, 1])
     keypoint_hidden: int = 64
+    # audio blocks after both towers, each reading the keypoints of the final video features (0: off)
+    audio_tail: int = 0
     cond: list = field(default_factory=list)
 
 
@@ -111,6 +116,8 @@ class JointNet(nn.Module):
         if cfg.size % (vp * scale) or cfg.bins % (fp * scale) or cfg.spec_frames % (tp * scale):
             raise ValueError(f"size {cfg.size}, bins {cfg.bins} and spec_frames {cfg.spec_frames} must be multiples "
                              f"of their patch times 2^(levels-1) = {scale}")
+        if cfg.audio_tail and not cfg.keypoints:
+            raise ValueError("backbone.audio_tail reads the digit's keypoints: set backbone.keypoints > 0")
         if (cfg.spec_frames // (tp * scale)) % cfg.frames:
             raise ValueError(f"the audio tower's deepest level has {cfg.spec_frames // (tp * scale)} frames, not a "
                              f"multiple of the {cfg.frames} video frames: use a smaller audio_patch or fewer levels")
@@ -159,6 +166,12 @@ class JointNet(nn.Module):
                 if level > 0 and j == cfg.num_res_blocks:
                     self.up.append(nn.ModuleList([conv_nd(3, cur, cur, 3, padding=1), conv_nd(2, cur, cur, 3, padding=1)]))
 
+        # the audio tail: zero-initialized like every residual branch, so a trained model gains it unchanged
+        tail_times = frame_to_audio_times(cfg.frames, cfg.spec_frames // tp, cfg.spec_frames)
+        self.tail = nn.ModuleList([nn.ModuleList([KeypointExchange(cur, cur, cfg.keypoints, cfg.keypoint_hidden,
+                                                                   tail_times), ablock(cur, cur)])
+                                   for _ in range(cfg.audio_tail)])
+
         def head(dims, out):
             return nn.Sequential(GroupNorm(norm_groups(cur), cur), nn.SiLU(), zero_module(conv_nd(dims, cur, out, 3, padding=1)))
 
@@ -197,6 +210,8 @@ class JointNet(nn.Module):
                 continue
             sv, sa = hs.pop()
             hv, ha = self._block(blocks, torch.cat([hv, sv], 1), torch.cat([ha, sa], 1), emb_v, emb_a)
+        for kp, block in self.tail:  # the motion is settled: the sound reads where the digit is drawn
+            ha = block(kp(hv, ha), emb_a)
         v_out = unpatchify(self.v_out(hv), [1, cfg.video_patch, cfg.video_patch])
         a_out = unpatchify(self.a_out(ha), list(cfg.audio_patch))
         return pack_model(v_out, a_out)  # [B, 1, D]

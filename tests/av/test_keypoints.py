@@ -69,3 +69,31 @@ def test_a_joint_net_without_keypoints_loads_into_one_with_them_unchanged():
     with torch.no_grad():
         c = torch.rand(2, 2)
         assert torch.equal(old(x, c), new(x, c))
+
+
+def test_the_audio_tail_starts_as_the_identity_and_only_ever_changes_the_soundtrack():
+    base = dict(frames=4, size=16, bins=16, spec_frames=16, audio_patch=[2, 2], channels=8, channel_mult=[1, 2],
+                temporal_attn_levels=[1], stream_noise=True, keypoints=3, keypoint_levels=[0])
+    torch.manual_seed(0)
+    old = JointNet(JointNetConfig(**base)).eval()
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_(0, 0.05)
+    new = JointNet(JointNetConfig(**base, audio_tail=2)).eval()
+    missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("tail.") for k in missing)
+    x, c = torch.randn(2, 1, 4 * 16 * 16 + 2 * 16 * 16), torch.rand(2, 2)
+    with torch.no_grad():
+        assert torch.equal(old(x, c), new(x, c))
+        for p in new.tail.parameters():
+            p.normal_(0, 0.05)
+        out_old, out_new = old(x, c), new(x, c)
+    video = 4 * 16 * 16  # the flat tensor's video part comes first (codec.py)
+    assert torch.equal(out_old[..., :video], out_new[..., :video])
+    assert not torch.allclose(out_old[..., video:], out_new[..., video:])
+
+
+def test_the_audio_tail_needs_keypoints():
+    with pytest.raises(ValueError, match="backbone.keypoints"):
+        JointNet(JointNetConfig(frames=4, size=16, bins=16, spec_frames=16, audio_patch=[2, 2], channels=8,
+                                channel_mult=[1, 2], temporal_attn_levels=[1], audio_tail=1))
