@@ -226,3 +226,30 @@ def test_joint_edit_stream_targets_the_students_own_edit_of_the_teachers_motion(
             student, 10, teacher=teacher)
     with pytest.raises(UserError, match=r"joint_edit_stream 2 is not a stream of this backbone \(streams 0..1\)"):
         m2.loss(student, x0, 0, torch.Generator().manual_seed(6))
+
+
+def test_joint_edit_steps_makes_the_sound_target_a_multistep_edit_started_from_the_rows_noise():
+    from cm_media.math.samplers import given_streams_multistep
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=1, joint_edit_stream=1,
+                   joint_edit_steps=2)
+    teacher, student = Scaled(0.5, 0.5), Scaled(2.0, 3.0)
+    m = KD(cfg, student, 10, teacher=teacher)
+    x0 = torch.randn(4, 1, 6)
+    torch.manual_seed(11)  # the second step's fresh noise
+    loss = m.loss(student, x0, 0, torch.Generator().manual_seed(6))
+    z = torch.randn((4, 1, 6), generator=torch.Generator().manual_seed(6))
+    motion = teacher(20.0 * z, torch.full((4,), 20.0))[..., :3]
+    sigmas = default_step_sigmas(2, 0.002, 20.0)
+    assert len(sigmas) == 2 and sigmas[0] == pytest.approx(20.0) and sigmas[1] < 20.0
+    torch.manual_seed(11)
+    sound = given_streams_multistep(student, torch.cat([motion, 0 * motion], -1), torch.tensor([True, False]), [3, 3],
+                                    sigmas, 0.002, noise=z)[..., 3:]
+    one_step = given_streams_multistep(student, torch.cat([motion, 0 * motion], -1), torch.tensor([True, False]),
+                                       [3, 3], sigmas[:1], 0.002, noise=z)[..., 3:]
+    assert not torch.allclose(sound, one_step)  # the second step changes the target
+    want = losses.pseudo_huber(student(20.0 * z, torch.full((4,), 20.0)), torch.cat([motion, sound], -1),
+                               losses.pseudo_huber_c(6))
+    assert torch.allclose(loss, want)
+    with pytest.raises(UserError, match="joint_edit_steps must be >= 1, got 0"):
+        KDConfig(teacher_steps=1, joint_edit_stream=1, joint_edit_steps=0)

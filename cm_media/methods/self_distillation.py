@@ -44,6 +44,7 @@ class KDConfig(TeacherConfig):
     # a stream whose joint-row target is the student's own one-step edit of it (no gradient) given the teacher's
     # sample of the other streams: the joint step learns what the edit makes of the motion (-1: off)
     joint_edit_stream: int = -1
+    joint_edit_steps: int = 1  # steps of that edit (Karras levels beyond one): a multistep edit is more tonal
 
     def __post_init__(self):
         if self.teacher_steps < 1 or (self.teacher_steps == 1 and self.joint_edit_stream < 0):
@@ -52,6 +53,8 @@ class KDConfig(TeacherConfig):
         if self.teacher_sigmas and len(self.teacher_sigmas) != self.teacher_steps:
             raise UserError(f"method.teacher_sigmas lists {len(self.teacher_sigmas)} levels for "
                             f"teacher_steps {self.teacher_steps}")
+        if self.joint_edit_steps < 1:
+            raise UserError(f"method.joint_edit_steps must be >= 1, got {self.joint_edit_steps}")
         if self.held_weight < 0:
             raise UserError(f"method.held_weight must be >= 0, got {self.held_weight}")
         if not 0.0 <= self.held_stream_p <= 1.0:
@@ -111,8 +114,8 @@ class KD(_FromTeacher):
 
     @torch.no_grad()
     def _joint_edit_targets(self, model, z, target, held_rows, cond):
-        """Joint rows: stream joint_edit_stream of the target becomes the student's one-step edit of it, the
-        other streams held clean at their teacher targets (one no-gradient evaluation of those rows)."""
+        """Joint rows: stream joint_edit_stream of the target becomes the student's joint_edit_steps-step edit of
+        it, the other streams held clean at their teacher targets (no-gradient evaluations of those rows)."""
         c = self.cfg
         sizes = self.stream_sizes_for(model, "method.joint_edit_stream")
         if c.joint_edit_stream >= len(sizes):
@@ -123,8 +126,9 @@ class KD(_FromTeacher):
         held[c.joint_edit_stream] = False
         f = bind(model, None if cond is None else {k: v[rows] for k, v in cond.items()})
         target = target.to(z.dtype).clone()  # [B, C, *axes]
-        # the one-step edit sampler, started from the rows' own noise (only the edited stream changes)
-        target[rows] = given_streams_multistep(f, target[rows], held, sizes, [c.sigma_max], c.sigma_min,
+        # the edit sampler, started from the rows' own noise (only the edited stream changes)
+        sigmas = default_step_sigmas(c.joint_edit_steps, c.sigma_min, c.sigma_max, c.rho)
+        target[rows] = given_streams_multistep(f, target[rows], held, sizes, sigmas, c.sigma_min,
                                                noise=z[rows]).to(z.dtype)
         return target
 
