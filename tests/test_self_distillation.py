@@ -253,3 +253,24 @@ def test_joint_edit_steps_makes_the_sound_target_a_multistep_edit_started_from_t
     assert torch.allclose(loss, want)
     with pytest.raises(UserError, match="joint_edit_steps must be >= 1, got 0"):
         KDConfig(teacher_steps=1, joint_edit_stream=1, joint_edit_steps=0)
+
+
+def test_joint_edit_from_student_gives_the_edit_the_students_own_motion_and_keeps_the_teachers_as_target():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=1, joint_edit_stream=1,
+                   joint_edit_from="student")
+    teacher, student = Scaled(0.5, 0.5), Scaled(2.0, 3.0)
+    m = KD(cfg, student, 10, teacher=teacher)
+    x0 = torch.randn(4, 1, 6)
+    loss = m.loss(student, x0, 0, torch.Generator().manual_seed(6))
+    z = torch.randn((4, 1, 6), generator=torch.Generator().manual_seed(6))
+    pred = student(20.0 * z, torch.full((4,), 20.0))
+    motion = teacher(20.0 * z, torch.full((4,), 20.0))[..., :3]  # still the video target
+    held = torch.tensor([[True, False]]).expand(4, -1)
+    edit = student(torch.cat([pred[..., :3], 20.0 * z[..., 3:]], -1),
+                   streams.hold_streams(torch.full((4,), 20.0), held, 0.002))  # sound for the student's motion
+    want = losses.pseudo_huber(pred, torch.cat([motion, edit[..., 3:]], -1), losses.pseudo_huber_c(6))
+    assert torch.allclose(loss, want)
+    with pytest.raises(UserError, match="joint_edit_from must be teacher or student, got 'pupil'"):
+        KDConfig(teacher_steps=1, joint_edit_stream=1, joint_edit_from="pupil")

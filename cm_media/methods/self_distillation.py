@@ -14,7 +14,9 @@ keeps most of that without training on it (sounding digits: sound for real clips
 `held_stream_p` that share of samples holds one stream clean, from the data, and regresses onto the teacher's own
 one-step output for it, to keep the edits as the teacher makes them. With `joint_edit_stream` s (and the teacher at
 one step) the joint rows' stream s regresses instead onto the student's own one-step edit of s given the teacher's
-other streams: the two-evaluation cascade "motion, then the sound for it" taught to the joint step.
+other streams: the two-evaluation cascade "motion, then the sound for it" taught to the joint step
+(`joint_edit_from: student`: given the student's own one-step motion instead, so it learns the sound for what it
+itself draws).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class KDConfig(TeacherConfig):
     # sample of the other streams: the joint step learns what the edit makes of the motion (-1: off)
     joint_edit_stream: int = -1
     joint_edit_steps: int = 1  # steps of that edit (Karras levels beyond one): a multistep edit is more tonal
+    # whose other streams the edit is given: "teacher" (its sample, the other streams' targets) or "student" (the
+    # student's own one-step output, no gradient: the joint step learns the sound for what it itself draws)
+    joint_edit_from: str = "teacher"
 
     def __post_init__(self):
         if self.teacher_steps < 1 or (self.teacher_steps == 1 and self.joint_edit_stream < 0):
@@ -53,6 +58,8 @@ class KDConfig(TeacherConfig):
         if self.teacher_sigmas and len(self.teacher_sigmas) != self.teacher_steps:
             raise UserError(f"method.teacher_sigmas lists {len(self.teacher_sigmas)} levels for "
                             f"teacher_steps {self.teacher_steps}")
+        if self.joint_edit_from not in ("teacher", "student"):
+            raise UserError(f"method.joint_edit_from must be teacher or student, got {self.joint_edit_from!r}")
         if self.joint_edit_steps < 1:
             raise UserError(f"method.joint_edit_steps must be >= 1, got {self.joint_edit_steps}")
         if self.held_weight < 0:
@@ -87,9 +94,10 @@ class KD(_FromTeacher):
             x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
         weight = torch.where(held_rows, c.held_weight, 1.0)  # [B]
         target = self._targets(z, x, sigma, held_rows, cond)
-        if c.joint_edit_stream >= 0 and not held_rows.all():
-            target = self._joint_edit_targets(model, z, target, held_rows, cond)
         pred = bind(model, cond)(x, sigma)
+        if c.joint_edit_stream >= 0 and not held_rows.all():
+            given = target if c.joint_edit_from == "teacher" else pred.detach()
+            target = self._joint_edit_targets(model, z, target, given, held_rows, cond)
         if c.per_stream:
             return weight * self._per_stream_distance(model, pred, target)
         return weight * losses.pseudo_huber(pred, target, self._huber(x0))
@@ -113,9 +121,10 @@ class KD(_FromTeacher):
         return target
 
     @torch.no_grad()
-    def _joint_edit_targets(self, model, z, target, held_rows, cond):
+    def _joint_edit_targets(self, model, z, target, given, held_rows, cond):
         """Joint rows: stream joint_edit_stream of the target becomes the student's joint_edit_steps-step edit of
-        it, the other streams held clean at their teacher targets (no-gradient evaluations of those rows)."""
+        it, the other streams held clean at their values in `given` (the teacher's targets or the student's own
+        output); the other streams' targets stay (no-gradient evaluations of those rows)."""
         c = self.cfg
         sizes = self.stream_sizes_for(model, "method.joint_edit_stream")
         if c.joint_edit_stream >= len(sizes):
@@ -126,10 +135,12 @@ class KD(_FromTeacher):
         held[c.joint_edit_stream] = False
         f = bind(model, None if cond is None else {k: v[rows] for k, v in cond.items()})
         target = target.to(z.dtype).clone()  # [B, C, *axes]
-        # the edit sampler, started from the rows' own noise (only the edited stream changes)
+        # the edit sampler, started from the rows' own noise
         sigmas = default_step_sigmas(c.joint_edit_steps, c.sigma_min, c.sigma_max, c.rho)
-        target[rows] = given_streams_multistep(f, target[rows], held, sizes, sigmas, c.sigma_min,
-                                               noise=z[rows]).to(z.dtype)
+        edit = given_streams_multistep(f, given[rows].to(z.dtype), held, sizes, sigmas, c.sigma_min,
+                                       noise=z[rows]).to(z.dtype)  # [R, C, *axes]
+        free = streams.per_element((~held)[None].expand(edit.shape[0], -1).to(z.dtype), edit, sizes)
+        target[rows] = free * edit + (1 - free) * target[rows]  # only the edited stream changes
         return target
 
     def _per_stream_distance(self, model, pred, target):
