@@ -68,7 +68,7 @@ def test_bundled_sounding_digits_gives_a_silent_clip_its_sound(bundled, tmp_path
 def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bundled):
     """The model was trained to generate each stream from the other held clean: the sound it makes for real
     held-out clips starts at their bounces far more often than the same sounds moved to other clips (200 clips:
-    82% vs 24%, benchmarks/README.md "Sounding video"; these 40: 81% vs 29%)."""
+    83% vs 23%, benchmarks/README.md "Sounding video"; these 40: 84% vs 31%)."""
     from modalities.av.codec import layout_of, pack_media, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI, SoundingDigits
     from modalities.av.sync import av_sync_report
@@ -92,9 +92,9 @@ def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bun
 
 def test_bundled_sounding_digits_joint_generation_is_synchronized(bundled):
     """Generated together in one step, the onsets of the sound sit on wall bounces of the drawn digit more often
-    than when each soundtrack is moved to another generated clip of the same digit (1000 clips: 66% vs 27%,
-    benchmarks/README.md "Sounding video"; the 70% target is missed). 120 clips: 62% vs 24% at seed 0 (seeds 1
-    and 2: 61% vs 22%, 69% vs 22%; the stage-5 model before it: 52% vs 23%)."""
+    than when each soundtrack is moved to another generated clip of the same digit (1000 clips: 68% vs 28%,
+    benchmarks/README.md "Sounding video"; the 70% target is missed). 120 clips: 67% vs 20% at seed 0 (seeds 1
+    and 2: 64% vs 21%, 63% vs 24%; the stage-5 model before it: 52% vs 23%)."""
     from modalities.av.codec import layout_of, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI
     from modalities.av.sync import av_sync_report
