@@ -12,11 +12,11 @@ one-step model learns what the K-step sampler makes, still in one network evalua
 A multi-stream teacher (method.clean_stream_p) also generates one stream from another held clean; the student
 keeps most of that without training on it (sounding digits: sound for real clips 78.9% -> 72.4%). With
 `held_stream_p` that share of samples holds one stream clean, from the data, and regresses onto the teacher's own
-one-step output for it, to keep the edits as the teacher makes them. With `joint_edit_stream` s (and the teacher at
-one step) the joint rows' stream s regresses instead onto the student's own one-step edit of s given the teacher's
-other streams: the two-evaluation cascade "motion, then the sound for it" taught to the joint step
-(`joint_edit_from: student`: given the student's own one-step motion instead, so it learns the sound for what it
-itself draws).
+one-step output for it, to keep the edits as the teacher makes them. With `joint_edit_stream` s (the teacher may
+then sample in one step) the joint rows' stream s regresses instead onto the student's own edit of s (in
+`joint_edit_steps` steps) given the teacher's sample of the other streams: the two-evaluation cascade "motion, then
+the sound for it" taught to the joint step (`joint_edit_from: student`: given the student's own one-step motion
+instead, so it learns the sound for what it itself draws; the teacher's motion stays the target).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class KDConfig(TeacherConfig):
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
-    # a stream whose joint-row target is the student's own one-step edit of it (no gradient) given the teacher's
-    # sample of the other streams: the joint step learns what the edit makes of the motion (-1: off)
+    # a stream whose joint-row target is the student's own edit of it (no gradient) given the other streams: the
+    # joint step learns what the edit makes of the motion (-1: off)
     joint_edit_stream: int = -1
     joint_edit_steps: int = 1  # steps of that edit (Karras levels beyond one): a multistep edit is more tonal
     # whose other streams the edit is given: "teacher" (its sample, the other streams' targets) or "student" (the

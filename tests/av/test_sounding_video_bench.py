@@ -14,7 +14,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FPS, SR = 8, 16000
 
 
-
 def test_onset_offsets_are_signed_frames_to_the_nearest_wall_bounce(bench_script):
     sv = bench_script("sounding_video")
     # a 12 px square: y turns mid-frame at frame 6 (centroid 39.5, 24 px from the edge) and at the wall at frame 13
