@@ -54,6 +54,7 @@ def assert_error(code, err, *needles):
     ("sample.steps=0", "sample.steps"), ("sample.sigmas={2: [80, .nan]}", "sample.sigmas"),
     ("sample.sigmas={2: [1, 2]}", "sample.sigmas"), ("sample.cfg_scale=-1", "sample.cfg_scale"),
     ("codec.size=0", "codec.size"), ("train.device=tpu", "train.device"), ("method.sigma_max=.inf", "method.sigma_max"),
+    ("train.lr_decay=step", "train.lr_decay"), ("train.lr_min=-1", "train.lr_min"), ("train.lr_min=1", "train.lr_min"),
 ])
 def test_bad_config_values_are_one_line_errors(capsys, digits_config, tmp_path, setting, needle):
     code, _, err = run(capsys, "train", digits_config, "--out", tmp_path / "run", *TINY, "--set", setting)

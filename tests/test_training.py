@@ -11,7 +11,8 @@ import torch
 
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import load_config
-from cm_media.runs.training import train
+from cm_media.runs.config import TrainConfig
+from cm_media.runs.training import lr_at, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +26,25 @@ def tiny_cfg(digits_config, steps, **extra):
 
 def losses_of(run):
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_lr_decay_anneals_from_lr_to_lr_min_after_the_warmup(decay):
+    cfg = TrainConfig(steps=110, lr=1e-3, warmup_steps=10, lr_decay=decay, lr_min=1e-5)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)  # the warmup is unchanged
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)  # the decay starts where the warmup ends
+    assert lr_at(60, cfg) == pytest.approx((1e-3 + 1e-5) / 2)  # halfway, for both shapes
+    quarter = 0.5 * (1 + math.cos(math.pi / 4)) if decay == "cosine" else 0.75
+    assert lr_at(35, cfg) == pytest.approx(1e-5 + (1e-3 - 1e-5) * quarter)
+    assert lr_at(110, cfg) == pytest.approx(1e-5) and lr_at(500, cfg) == pytest.approx(1e-5)  # held after the end
+    rates = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_lr_without_decay_stays_constant_after_the_warmup():
+    cfg = TrainConfig(steps=100, lr=2e-4, warmup_steps=4)
+    assert [lr_at(s, cfg) for s in (0, 3, 4, 99, 1000)] == pytest.approx([5e-5, 2e-4, 2e-4, 2e-4, 2e-4])
 
 
 def test_tiny_run_loss_falls(tmp_path, digits_config):

@@ -36,6 +36,8 @@ class TrainConfig:
     optimizer: str = "radam"  # radam | adamw
     weight_decay: float = 0.0
     warmup_steps: int = 200
+    lr_decay: str = "none"  # none | cosine | linear: from train.lr after the warmup down to lr_min at train.steps
+    lr_min: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # evaluation EMA of the weights
     bf16: bool = False  # autocast the backbone in bfloat16
@@ -281,6 +283,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"unknown train.optimizer {t.optimizer!r} (radam or adamw)")
     checks.number(t.weight_decay, "train.weight_decay", 0)
     checks.integer(t.warmup_steps, "train.warmup_steps", 0)
+    if t.lr_decay not in ("none", "cosine", "linear"):
+        raise UserError(f"unknown train.lr_decay {t.lr_decay!r} (none, cosine or linear)")
+    checks.number(t.lr_min, "train.lr_min", 0)
+    if t.lr_min > t.lr:
+        raise UserError(f"train.lr_min ({t.lr_min}) must not exceed train.lr ({t.lr})")
     checks.number(t.grad_clip, "train.grad_clip", 0, lo_open=True)
     checks.number(t.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
     checks.integer(t.checkpoint_every, "train.checkpoint_every", 1)

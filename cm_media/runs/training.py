@@ -45,8 +45,16 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 
 def lr_at(step: int, cfg) -> float:
-    """Linear warmup to train.lr, then constant (the CM papers' schedule)."""
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    """Linear warmup to train.lr, then constant (the CM papers' schedule) or, with train.lr_decay, annealed to
+    train.lr_min at train.steps: a last phase at a falling rate settles a fine-tune that has levelled off."""
+    warm = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    decay = getattr(cfg, "lr_decay", "none")
+    if decay == "none" or step < cfg.warmup_steps:
+        return warm
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)  # 0 after the warmup, 1 at train.steps
+    shape = 0.5 * (1 + math.cos(math.pi * frac)) if decay == "cosine" else 1 - frac
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * shape
 
 
 @torch.no_grad()
