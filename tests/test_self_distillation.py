@@ -172,6 +172,40 @@ class CountingTeacher(TwoStreams):
         return super().forward(x, sigma, cond)
 
 
+def test_held_data_streams_take_the_datas_stream_as_the_free_streams_target_in_held_rows():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7,
+                   held_data_streams=[1])
+    m = KD(cfg, TwoStreams(), 10, teacher=TwoStreams())
+    x0 = torch.randn(16, 1, 6)
+    loss = m.loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn((16, 1, 6), generator=gen)
+    held = streams.clean_stream_mask(16, 2, 0.7, gen)  # [B, S]
+    video_held, audio_held = held[:, 0], held[:, 1]
+    assert video_held.any() and audio_held.any() and not held.any(1).all()
+    keep = streams.per_element(held.float(), x0, [3, 3])
+    x = keep * x0 + (1 - keep) * 20.0 * z
+    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
+    target = torch.where(held.any(1)[:, None, None], TwoStreams()(x, sigma),
+                         multistep_fixed_noise(TwoStreams(), z, m.teacher_sigmas()))
+    target[video_held, :, 3:] = x0[video_held, :, 3:]  # stream 1 free and listed: the data's stream 1
+    # rows holding stream 1 keep the teacher's edit of stream 0 (not listed); joint rows keep the K-step sample
+    assert torch.allclose(loss, losses.pseudo_huber(OffTeacher()(x, sigma), target, losses.pseudo_huber_c(6)))
+    plain = KD(KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7),
+               TwoStreams(), 10, teacher=TwoStreams()).loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(2))
+    assert torch.equal(loss[~video_held], plain[~video_held]) and not torch.allclose(loss[video_held], plain[video_held])
+    bad = KD(KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7,
+                      held_data_streams=[2]), TwoStreams(), 10, teacher=TwoStreams())
+    with pytest.raises(UserError, match="held_data_streams 2 is not a stream"):
+        bad.loss(TwoStreams(), x0, 0, torch.Generator().manual_seed(2))
+    with pytest.raises(UserError, match="needs method.held_stream_p > 0"):
+        KDConfig(held_data_streams=[1])
+    with pytest.raises(UserError, match="list of stream indices"):
+        KDConfig(held_stream_p=0.5, held_data_streams=[-1])
+
+
 def test_each_row_costs_the_teacher_k_evaluations_or_one():
     teacher = CountingTeacher()
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=3, held_stream_p=0.5)

@@ -42,6 +42,10 @@ class KDConfig(TeacherConfig):
     teacher_sigmas: list = field(default_factory=list)
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
+    # streams whose target in a held row (another stream held clean) is the data's own stream instead of the
+    # teacher's edit: the denoiser's target at sigma_max, the conditional mean, exact where the held stream
+    # determines this one (a sounding digit's notes are a function of its wall hits and its digit)
+    held_data_streams: list = field(default_factory=list)
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
     # a stream whose joint-row target is the student's own edit of it (no gradient) given the other streams: the
     # joint step learns what the edit makes of the motion (-1: off)
@@ -66,6 +70,11 @@ class KDConfig(TeacherConfig):
             raise UserError(f"method.held_weight must be >= 0, got {self.held_weight}")
         if not 0.0 <= self.held_stream_p <= 1.0:
             raise UserError(f"method.held_stream_p must be in [0, 1], got {self.held_stream_p}")
+        if not isinstance(self.held_data_streams, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.held_data_streams):
+            raise UserError(f"method.held_data_streams must be a list of stream indices, got {self.held_data_streams!r}")
+        if self.held_data_streams and self.held_stream_p == 0:
+            raise UserError("method.held_data_streams needs method.held_stream_p > 0 (rows that hold a stream)")
 
 
 class KD(_FromTeacher):
@@ -91,9 +100,12 @@ class KD(_FromTeacher):
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
         held_rows = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # [B]
         if c.held_stream_p > 0:
-            x, sigma, held_rows = self._hold_streams(model, x0, x, sigma, gen)
+            x, sigma, held = self._hold_streams(model, x0, x, sigma, gen)  # held [B, S]
+            held_rows = held.any(1)
         weight = torch.where(held_rows, c.held_weight, 1.0)  # [B]
         target = self._targets(z, x, sigma, held_rows, cond)
+        if c.held_data_streams and held_rows.any():
+            target = self._data_targets(model, x0, target, held)
         pred = bind(model, cond)(x, sigma)
         if c.joint_edit_stream >= 0 and not held_rows.all():
             given = target if c.joint_edit_from == "teacher" else pred.detach()
@@ -143,6 +155,19 @@ class KD(_FromTeacher):
         target[rows] = free * edit + (1 - free) * target[rows]  # only the edited stream changes
         return target
 
+    def _data_targets(self, model, x0, target, held):
+        """In the held rows, the free streams listed in held_data_streams take the data's values as their target."""
+        sizes = self.stream_sizes_for(model, "method.held_data_streams")
+        bad = [i for i in self.cfg.held_data_streams if i >= len(sizes)]
+        if bad:
+            raise UserError(f"method.held_data_streams {bad[0]} is not a stream of this backbone "
+                            f"(streams 0..{len(sizes) - 1})")
+        listed = torch.zeros(len(sizes), dtype=torch.bool, device=held.device)  # [S]
+        listed[list(self.cfg.held_data_streams)] = True
+        from_data = held.any(1, keepdim=True) & ~held & listed  # [B, S]: free streams of held rows, listed
+        use = streams.per_element(from_data.to(x0.dtype), x0, sizes)  # 1 on those streams' elements
+        return use * x0 + (1 - use) * target.to(x0.dtype)
+
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""
         sizes = self.stream_sizes_for(model, "method.per_stream")
@@ -151,10 +176,10 @@ class KD(_FromTeacher):
 
     def _hold_streams(self, model, x0, x, sigma, gen):
         """A share held_stream_p of the samples holds one stream clean at sigma_min, from the data, as the stream
-        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held rows [B])."""
+        edit sampler (`given_streams_multistep`) gives it: (input, sigma [B, S], held streams [B, S])."""
         sizes = self.stream_sizes_for(model, "method.held_stream_p")
         held = self._local(streams.clean_stream_mask(self._global(x0.shape[0]), len(sizes), self.cfg.held_stream_p,
                                                      gen)).to(x0.device)  # [B, S]
         keep = streams.per_element(held.to(x0.dtype), x0, sizes)  # 1 on the held streams' elements
         x = keep * x0 + (1 - keep) * x
-        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held.any(1)
+        return x, streams.hold_streams(sigma, held, self.cfg.sigma_min), held
