@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs.config import load_config
-from cm_media.runs.config import TrainConfig
+from cm_media.runs.config import TrainConfig, load_config
 from cm_media.runs.training import lr_at, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
