@@ -206,6 +206,61 @@ def test_held_data_streams_take_the_datas_stream_as_the_free_streams_target_in_h
         KDConfig(held_stream_p=0.5, held_data_streams=[-1])
 
 
+class ComplexSound(torch.nn.Module):
+    """f(x, sigma) = x / (1 + sigma) per stream: stream 0 two reals, stream 1 two complex values (re, re, im, im)."""
+
+    stream_sizes = [2, 4]
+    complex_streams = [False, True]
+
+    def forward(self, x, sigma, cond=None):
+        from cm_media.math.streams import per_element
+
+        return x / (1 + per_element(sigma, x, self.stream_sizes if sigma.ndim == 2 else None))
+
+
+def test_with_magnitude_keeps_the_phase_and_takes_the_magnitude():
+    from cm_media.math.streams import with_magnitude
+
+    phase_of = torch.tensor([[3.0, 0.0, 4.0, 0.0]])  # 3+4i, 0
+    magnitude_of = torch.tensor([[0.0, 1.0, 10.0, -2.0]])  # |10i| = 10, 1-2i
+    got = with_magnitude(phase_of, magnitude_of)
+    assert torch.allclose(got, torch.tensor([[6.0, 1.0, 8.0, -2.0]]))  # 10 * (3+4i)/5; no phase: the data's own
+
+
+def test_held_data_magnitude_takes_the_datas_magnitudes_with_the_teachers_phases():
+    from cm_media.math import streams
+
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.8,
+                   held_data_streams=[1], held_data_magnitude=True)
+    teacher = ComplexSound()
+    m = KD(cfg, ComplexSound(), 10, teacher=teacher)
+    x0 = torch.randn(16, 1, 6)
+    loss = m.loss(ComplexSound(), x0, 0, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn((16, 1, 6), generator=gen)
+    held = streams.clean_stream_mask(16, 2, 0.8, gen)  # [B, S]
+    assert held[:, 0].any()
+    keep = streams.per_element(held.float(), x0, [2, 4])
+    x = keep * x0 + (1 - keep) * 20.0 * z
+    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
+    one = teacher(x, sigma)  # the teacher's edit
+    target = torch.where(held.any(1)[:, None, None], one, multistep_fixed_noise(teacher, z, m.teacher_sigmas()))
+    rows = held[:, 0]
+    t_c = torch.complex(one[rows, 0, 2:4], one[rows, 0, 4:6])
+    d_c = torch.complex(x0[rows, 0, 2:4], x0[rows, 0, 4:6])
+    mixed = t_c / t_c.abs() * d_c.abs()
+    target[rows, 0, 2:4], target[rows, 0, 4:6] = mixed.real, mixed.imag
+    assert torch.allclose(loss, losses.pseudo_huber(ComplexSound()(x, sigma), target, losses.pseudo_huber_c(6)),
+                          atol=1e-6)
+    # a listed stream that is not complex is a config error, named
+    cfg0 = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.8,
+                    held_data_streams=[0], held_data_magnitude=True)
+    with pytest.raises(UserError, match="stream 0 of this backbone is not complex"):
+        KD(cfg0, ComplexSound(), 10, teacher=teacher).loss(ComplexSound(), x0, 0, torch.Generator().manual_seed(4))
+    with pytest.raises(UserError, match="held_data_magnitude needs method.held_data_streams"):
+        KDConfig(held_stream_p=0.5, held_data_magnitude=True)
+
+
 def test_each_row_costs_the_teacher_k_evaluations_or_one():
     teacher = CountingTeacher()
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=3, held_stream_p=0.5)

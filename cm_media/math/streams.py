@@ -26,6 +26,29 @@ def per_element(sigma: torch.Tensor, like: torch.Tensor, sizes: Sequence[int] | 
     return sigma.repeat_interleave(counts, dim=1).reshape(like.shape)  # [B, D] -> like's shape
 
 
+def complex_streams(model) -> list[bool] | None:
+    """The `complex_streams` flags of a network (like `stream_sizes`): True for a stream whose elements are complex
+    values, all real parts then all imaginary parts (an STFT as [2, F, T]); None when it declares none."""
+    for name in ("module", "backbone", "net"):
+        inner = getattr(model, name, None)
+        if isinstance(inner, torch.nn.Module):
+            found = complex_streams(inner)
+            if found is not None:
+                return found
+    flags = getattr(model, "complex_streams", None)
+    return [bool(f) for f in flags] if flags else None
+
+
+def with_magnitude(phase_of: torch.Tensor, magnitude_of: torch.Tensor) -> torch.Tensor:
+    """Complex values laid out [B, 2n] (real parts, then imaginary) with the magnitudes of `magnitude_of` and the
+    phases of `phase_of` (where phase_of is ~0 its phase is undefined: magnitude_of's own is kept)."""
+    n = phase_of.shape[1] // 2
+    p = torch.complex(phase_of[:, :n].float(), phase_of[:, n:].float())  # [B, n]
+    m = torch.complex(magnitude_of[:, :n].float(), magnitude_of[:, n:].float())
+    out = torch.where(p.abs() > 1e-6, p / p.abs().clamp_min(1e-6) * m.abs(), m)
+    return torch.cat([out.real, out.imag], 1).to(magnitude_of.dtype)
+
+
 def stream_sizes(model) -> list[int] | None:
     """The `stream_sizes` of a network (through its preconditioning and a DDP wrapper), or None for one stream."""
     for name in ("module", "backbone", "net"):

@@ -46,6 +46,9 @@ class KDConfig(TeacherConfig):
     # teacher's edit: the denoiser's target at sigma_max, the conditional mean, exact where the held stream
     # determines this one (a sounding digit's notes are a function of its wall hits and its digit)
     held_data_streams: list = field(default_factory=list)
+    # ... but of a complex stream (an STFT) only the data's magnitudes, with the teacher's phases: a note's phase
+    # hangs on its onset to the millisecond, which the frames cannot pin down, and the mean over it is silence
+    held_data_magnitude: bool = False
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
     # a stream whose joint-row target is the student's own edit of it (no gradient) given the other streams: the
     # joint step learns what the edit makes of the motion (-1: off)
@@ -73,6 +76,8 @@ class KDConfig(TeacherConfig):
         if not isinstance(self.held_data_streams, (list, tuple)) or not all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.held_data_streams):
             raise UserError(f"method.held_data_streams must be a list of stream indices, got {self.held_data_streams!r}")
+        if self.held_data_magnitude and not self.held_data_streams:
+            raise UserError("method.held_data_magnitude needs method.held_data_streams")
         if self.held_data_streams and self.held_stream_p == 0:
             raise UserError("method.held_data_streams needs method.held_stream_p > 0 (rows that hold a stream)")
 
@@ -165,8 +170,18 @@ class KD(_FromTeacher):
         listed = torch.zeros(len(sizes), dtype=torch.bool, device=held.device)  # [S]
         listed[list(self.cfg.held_data_streams)] = True
         from_data = held.any(1, keepdim=True) & ~held & listed  # [B, S]: free streams of held rows, listed
+        data = x0
+        if self.cfg.held_data_magnitude:
+            kinds = streams.complex_streams(model) or [False] * len(sizes)
+            flat_data, flat_target = x0.flatten(1).split(sizes, 1), target.flatten(1).split(sizes, 1)
+            parts = []
+            for i, (d, t) in enumerate(zip(flat_data, flat_target)):
+                if i in self.cfg.held_data_streams and not kinds[i]:
+                    raise UserError(f"method.held_data_magnitude: stream {i} of this backbone is not complex")
+                parts.append(streams.with_magnitude(t, d) if kinds[i] else d)
+            data = torch.cat(parts, 1).reshape(x0.shape)  # the data's magnitudes, the target's phases
         use = streams.per_element(from_data.to(x0.dtype), x0, sizes)  # 1 on those streams' elements
-        return use * x0 + (1 - use) * target.to(x0.dtype)
+        return use * data + (1 - use) * target.to(x0.dtype)
 
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""

@@ -126,6 +126,7 @@ class JointNet(nn.Module):
         self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
         if cfg.stream_noise:
             self.stream_sizes = [self.layout.video_numel, self.layout.audio_numel]
+            self.complex_streams = [False, True]  # the soundtrack is a complex STFT [2, F, frames]
             self.video_hears, self.audio_sees = zero_module(nn.Linear(ch, ch)), zero_module(nn.Linear(ch, ch))
         st = SpaceTimeUNetConfig(num_heads=cfg.num_heads, max_frames=max(128, cfg.frames), dropout=cfg.dropout,
                                  attention_backend=cfg.attention_backend)
