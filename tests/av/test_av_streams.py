@@ -100,3 +100,22 @@ def test_init_from_with_a_bad_file_names_it(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="bad.safetensors"):
         init_weights(torch.nn.Linear(1, 1), str(bad))
+
+
+def test_the_soundtrack_stream_is_declared_complex_with_the_codecs_magnitudes():
+    """held_data_magnitude reads the audio stream as complex values (real parts, then imaginary): their magnitudes
+    must be the codec's compressed STFT magnitudes of the clip, and a magnitude swap onto itself is the identity."""
+    from cm_media.math import streams
+    from modalities.av.sounding_digits import SoundingDigits
+
+    cfg = load_config(CONFIG, [f"{k}={v}" for k, v in {**TINY, "backbone.stream_noise": "true"}.items()])
+    _, codec, model = build_model(cfg)
+    assert streams.complex_streams(model) == [False, True]
+    video, audio = SoundingDigits("train", 2, frames=cfg.codec.frames, size=cfg.codec.size).get_clips(range(2))
+    x = codec.encode(torch.cat([video.flatten(1), audio.flatten(1)], 1))  # [B, 1, D]
+    sound = x.flatten(1).split(streams.stream_sizes(model), 1)[1]  # [B, 2 * F * frames]
+    n = sound.shape[1] // 2
+    spec = codec.stft.stft(audio)[:, 0, : codec.layout.bins, : codec.layout.spec_frames]  # [B, F, frames] complex
+    want = spec.abs().pow(cfg.codec.compress) * cfg.codec.spec_scale
+    assert torch.allclose(torch.complex(sound[:, :n], sound[:, n:]).abs(), want.flatten(1), atol=1e-4)
+    assert torch.allclose(streams.with_magnitude(sound, sound), sound, atol=1e-5)
