@@ -12,7 +12,8 @@ one-step model learns what the K-step sampler makes, still in one network evalua
 A multi-stream teacher (method.clean_stream_p) also generates one stream from another held clean; the student
 keeps most of that without training on it (sounding digits: sound for real clips 78.9% -> 72.4%). With
 `held_stream_p` that share of samples holds one stream clean, from the data, and regresses onto the teacher's own
-one-step output for it, to keep the edits as the teacher makes them. With `joint_edit_stream` s (the teacher may
+one-step output for it, to keep the edits as the teacher makes them; `held_data_streams` lists free streams whose
+target there is the data's own instead (its magnitudes only, with `held_data_magnitude`, for a complex stream). With `joint_edit_stream` s (the teacher may
 then sample in one step) the joint rows' stream s regresses instead onto the student's own edit of s (in
 `joint_edit_steps` steps) given the teacher's sample of the other streams: the two-evaluation cascade "motion, then
 the sound for it" taught to the joint step (`joint_edit_from: student`: given the student's own one-step motion
