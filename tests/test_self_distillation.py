@@ -261,6 +261,31 @@ def test_held_data_magnitude_takes_the_datas_magnitudes_with_the_teachers_phases
         KDConfig(held_stream_p=0.5, held_data_magnitude=True)
 
 
+class FlippedSound(ComplexSound):
+    def forward(self, x, sigma, cond=None):
+        return -0.5 * super().forward(x, sigma, cond)  # every phase turned by pi, half the magnitude
+
+
+def test_magnitude_weight_adds_the_distance_of_the_complex_streams_magnitudes():
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, magnitude_weight=2.0)
+    teacher = ComplexSound()
+    m = KD(cfg, ComplexSound(), 10, teacher=teacher)
+    student = FlippedSound()
+    x0 = torch.randn(16, 1, 6)
+    loss = m.loss(student, x0, 0, torch.Generator().manual_seed(5))
+    z = torch.randn((16, 1, 6), generator=torch.Generator().manual_seed(5))
+    pred = student(20.0 * z, torch.full((16,), 20.0))
+    target = multistep_fixed_noise(teacher, z, m.teacher_sigmas())
+    mag = lambda v: torch.complex(v[:, 0, 2:4], v[:, 0, 4:6]).abs()  # noqa: E731  stream 1's two values
+    want = (losses.pseudo_huber(pred, target, losses.pseudo_huber_c(6))
+            + 2.0 * losses.pseudo_huber(mag(pred), mag(target), losses.pseudo_huber_c(2)))
+    assert torch.allclose(loss, want, atol=1e-6)
+    with pytest.raises(UserError, match="magnitude_weight needs a backbone with a complex stream"):
+        KD(cfg, TwoStreams(), 10, teacher=TwoStreams()).loss(TwoStreams(), x0, 0, torch.Generator().manual_seed(5))
+    with pytest.raises(UserError, match="magnitude_weight must be a number >= 0"):
+        KDConfig(magnitude_weight=-1.0)
+
+
 def test_each_row_costs_the_teacher_k_evaluations_or_one():
     teacher = CountingTeacher()
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=3, held_stream_p=0.5)

@@ -49,6 +49,12 @@ def with_magnitude(phase_of: torch.Tensor, magnitude_of: torch.Tensor) -> torch.
     return torch.cat([out.real, out.imag], 1).to(magnitude_of.dtype)
 
 
+def magnitudes(values: torch.Tensor) -> torch.Tensor:
+    """|complex values| [B, n] of values laid out [B, 2n] (real parts, then imaginary), differentiable at zero."""
+    n = values.shape[1] // 2
+    return (values[:, :n].float().pow(2) + values[:, n:].float().pow(2) + 1e-12).sqrt()
+
+
 def stream_sizes(model) -> list[int] | None:
     """The `stream_sizes` of a network (through its preconditioning and a DDP wrapper), or None for one stream."""
     for name in ("module", "backbone", "net"):

@@ -50,6 +50,9 @@ class KDConfig(TeacherConfig):
     # ... but of a complex stream (an STFT) only the data's magnitudes, with the teacher's phases: a note's phase
     # hangs on its onset to the millisecond, which the frames cannot pin down, and the mean over it is silence
     held_data_magnitude: bool = False
+    # weight of an added pseudo-Huber distance between the magnitudes of the complex streams of the output and the
+    # target: regression onto values whose phase the student cannot quite predict shrinks them (a quiet soundtrack)
+    magnitude_weight: float = 0.0
     per_stream: bool = False  # pseudo-Huber of each stream, summed (a quiet soundtrack is not swamped by video)
     # a stream whose joint-row target is the student's own edit of it (no gradient) given the other streams: the
     # joint step learns what the edit makes of the motion (-1: off)
@@ -77,6 +80,8 @@ class KDConfig(TeacherConfig):
         if not isinstance(self.held_data_streams, (list, tuple)) or not all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.held_data_streams):
             raise UserError(f"method.held_data_streams must be a list of stream indices, got {self.held_data_streams!r}")
+        if not self.magnitude_weight >= 0 or self.magnitude_weight == float("inf"):
+            raise UserError(f"method.magnitude_weight must be a number >= 0, got {self.magnitude_weight}")
         if self.held_data_magnitude and not self.held_data_streams:
             raise UserError("method.held_data_magnitude needs method.held_data_streams")
         if self.held_data_streams and self.held_stream_p == 0:
@@ -117,8 +122,12 @@ class KD(_FromTeacher):
             given = target if c.joint_edit_from == "teacher" else pred.detach()
             target = self._joint_edit_targets(model, z, target, given, held_rows, cond)
         if c.per_stream:
-            return weight * self._per_stream_distance(model, pred, target)
-        return weight * losses.pseudo_huber(pred, target, self._huber(x0))
+            loss = self._per_stream_distance(model, pred, target)
+        else:
+            loss = losses.pseudo_huber(pred, target, self._huber(x0))
+        if c.magnitude_weight > 0:
+            loss = loss + c.magnitude_weight * self._magnitude_distance(model, pred, target)
+        return weight * loss
 
     @torch.no_grad()
     def _targets(self, z, x, sigma, held_rows, cond):
@@ -183,6 +192,18 @@ class KD(_FromTeacher):
             data = torch.cat(parts, 1).reshape(x0.shape)  # the data's magnitudes, the target's phases
         use = streams.per_element(from_data.to(x0.dtype), x0, sizes)  # 1 on those streams' elements
         return use * data + (1 - use) * target.to(x0.dtype)
+
+    def _magnitude_distance(self, model, pred, target):
+        """Pseudo-Huber distance of the magnitudes of the complex streams (c of iCT for their count) [B]."""
+        sizes = self.stream_sizes_for(model, "method.magnitude_weight")
+        kinds = streams.complex_streams(model) or [False] * len(sizes)
+        if not any(kinds):
+            raise UserError("method.magnitude_weight needs a backbone with a complex stream (e.g. av_joint's "
+                            "soundtrack); this one has none")
+        parts = zip(pred.flatten(1).split(sizes, 1), target.flatten(1).split(sizes, 1), kinds)
+        mags = [(streams.magnitudes(p), streams.magnitudes(t)) for p, t, k in parts if k]
+        p, t = torch.cat([m[0] for m in mags], 1), torch.cat([m[1] for m in mags], 1)  # [B, n]
+        return losses.pseudo_huber(p, t, losses.pseudo_huber_c(p.shape[1]))
 
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""
