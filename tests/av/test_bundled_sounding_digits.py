@@ -68,7 +68,7 @@ def test_bundled_sounding_digits_gives_a_silent_clip_its_sound(bundled, tmp_path
 def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bundled):
     """The model was trained to generate each stream from the other held clean: the sound it makes for real
     held-out clips starts at their bounces far more often than the same sounds moved to other clips (200 clips:
-    83% vs 23%, benchmarks/README.md "Sounding video"; these 40: 84% vs 31%)."""
+    94% vs 24%, benchmarks/README.md "Sounding video"; these 40: 98% vs 24%; the 6e model before it 84% vs 31%)."""
     from modalities.av.codec import layout_of, pack_media, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI, SoundingDigits
     from modalities.av.sync import av_sync_report
@@ -87,14 +87,14 @@ def test_bundled_sounding_digits_sound_for_a_silent_clip_follows_its_bounces(bun
         return av_sync_report(video, tracks, data.labels, 8.0, 16000, DIGIT_MIDI, pitch=False)["onsets_on_bounce"]
 
     synced, moved = on_bounce(sound), on_bounce(sound.roll(1, 0))
-    assert synced >= moved + 0.3, (synced, moved)
+    assert synced >= moved + 0.5, (synced, moved)
 
 
 def test_bundled_sounding_digits_joint_generation_is_synchronized(bundled):
     """Generated together in one step, the onsets of the sound sit on wall bounces of the drawn digit more often
-    than when each soundtrack is moved to another generated clip of the same digit (1000 clips: 68% vs 28%,
-    benchmarks/README.md "Sounding video"; the 70% target is missed). 120 clips: 67% vs 20% at seed 0 (seeds 1
-    and 2: 64% vs 21%, 63% vs 24%; the stage-5 model before it: 52% vs 23%)."""
+    than when each soundtrack is moved to another generated clip of the same digit (1000 clips: 72% vs 27%,
+    benchmarks/README.md "Sounding video"). 120 clips: 76% vs 23% at seed 0 (seeds 1 and 2: 74% vs 19%, 69% vs
+    30%; the 6e model before it: 67% vs 20%, 64% vs 21%, 63% vs 24%)."""
     from modalities.av.codec import layout_of, split_media
     from modalities.av.sounding_digits import DIGIT_MIDI
     from modalities.av.sync import av_sync_report
@@ -108,4 +108,4 @@ def test_bundled_sounding_digits_joint_generation_is_synchronized(bundled):
         return av_sync_report(video, tracks, digits, 8.0, 16000, DIGIT_MIDI, pitch=False)["wall_onsets_on_bounce"]
 
     synced, moved = on_wall(sound), on_wall(sound.roll(10, 0))  # roll by 10: another clip of the same digit
-    assert synced >= moved + 0.25, (synced, moved)
+    assert synced >= moved + 0.35, (synced, moved)
