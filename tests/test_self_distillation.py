@@ -116,20 +116,27 @@ class OffTeacher(TwoStreams):
         return 0.9 * super().forward(x, sigma, cond)
 
 
-def test_held_streams_regress_onto_the_teachers_one_step_edit():
+def held_inputs(x0, seed, p, sizes):
+    """What KD.loss draws from a generator seeded `seed` with held_stream_p p: noise z, held streams [B, S], and
+    the student's input x and sigma [B, S] (held streams clean at sigma_min, the others at sigma_max 20)."""
     from cm_media.math import streams
+
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(x0.shape, generator=gen)
+    held = streams.clean_stream_mask(x0.shape[0], len(sizes), p, gen)  # [B, S]
+    keep = streams.per_element(held.float(), x0, sizes)
+    x = keep * x0 + (1 - keep) * 20.0 * z
+    return z, held, x, streams.hold_streams(torch.full((x0.shape[0],), 20.0), held, 0.002)
+
+
+def test_held_streams_regress_onto_the_teachers_one_step_edit():
 
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7)
     m = KD(cfg, TwoStreams(), 10, teacher=TwoStreams())
     x0 = torch.randn(16, 1, 6)
     loss = m.loss(TwoStreams(), x0, 0, torch.Generator().manual_seed(2))
-    gen = torch.Generator().manual_seed(2)
-    z = torch.randn((16, 1, 6), generator=gen)
-    held = streams.clean_stream_mask(16, 2, 0.7, gen)  # [B, S]
+    z, held, x, sigma = held_inputs(x0, 2, 0.7, [3, 3])
     assert 0 < int(held.any(1).sum()) < 16
-    keep = streams.per_element(held.float(), x0, [3, 3])
-    x = keep * x0 + (1 - keep) * 20.0 * z
-    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
     one = TwoStreams()(x, sigma)
     joint = multistep_fixed_noise(TwoStreams(), z, m.teacher_sigmas())
     target = torch.where(held.any(1)[:, None, None], one, joint)
@@ -173,21 +180,15 @@ class CountingTeacher(TwoStreams):
 
 
 def test_held_data_streams_take_the_datas_stream_as_the_free_streams_target_in_held_rows():
-    from cm_media.math import streams
 
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.7,
                    held_data_streams=[1])
     m = KD(cfg, TwoStreams(), 10, teacher=TwoStreams())
     x0 = torch.randn(16, 1, 6)
     loss = m.loss(OffTeacher(), x0, 0, torch.Generator().manual_seed(2))
-    gen = torch.Generator().manual_seed(2)
-    z = torch.randn((16, 1, 6), generator=gen)
-    held = streams.clean_stream_mask(16, 2, 0.7, gen)  # [B, S]
+    z, held, x, sigma = held_inputs(x0, 2, 0.7, [3, 3])
     video_held, audio_held = held[:, 0], held[:, 1]
     assert video_held.any() and audio_held.any() and not held.any(1).all()
-    keep = streams.per_element(held.float(), x0, [3, 3])
-    x = keep * x0 + (1 - keep) * 20.0 * z
-    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
     target = torch.where(held.any(1)[:, None, None], TwoStreams()(x, sigma),
                          multistep_fixed_noise(TwoStreams(), z, m.teacher_sigmas()))
     target[video_held, :, 3:] = x0[video_held, :, 3:]  # stream 1 free and listed: the data's stream 1
@@ -228,7 +229,6 @@ def test_with_magnitude_keeps_the_phase_and_takes_the_magnitude():
 
 
 def test_held_data_magnitude_takes_the_datas_magnitudes_with_the_teachers_phases():
-    from cm_media.math import streams
 
     cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, held_stream_p=0.8,
                    held_data_streams=[1], held_data_magnitude=True)
@@ -236,13 +236,8 @@ def test_held_data_magnitude_takes_the_datas_magnitudes_with_the_teachers_phases
     m = KD(cfg, ComplexSound(), 10, teacher=teacher)
     x0 = torch.randn(16, 1, 6)
     loss = m.loss(ComplexSound(), x0, 0, torch.Generator().manual_seed(4))
-    gen = torch.Generator().manual_seed(4)
-    z = torch.randn((16, 1, 6), generator=gen)
-    held = streams.clean_stream_mask(16, 2, 0.8, gen)  # [B, S]
+    z, held, x, sigma = held_inputs(x0, 4, 0.8, [2, 4])
     assert held[:, 0].any()
-    keep = streams.per_element(held.float(), x0, [2, 4])
-    x = keep * x0 + (1 - keep) * 20.0 * z
-    sigma = streams.hold_streams(torch.full((16,), 20.0), held, 0.002)
     one = teacher(x, sigma)  # the teacher's edit
     target = torch.where(held.any(1)[:, None, None], one, multistep_fixed_noise(teacher, z, m.teacher_sigmas()))
     rows = held[:, 0]

@@ -29,13 +29,7 @@ def per_element(sigma: torch.Tensor, like: torch.Tensor, sizes: Sequence[int] | 
 def complex_streams(model) -> list[bool] | None:
     """The `complex_streams` flags of a network (like `stream_sizes`): True for a stream whose elements are complex
     values, all real parts then all imaginary parts (an STFT as [2, F, T]); None when it declares none."""
-    for name in ("module", "backbone", "net"):
-        inner = getattr(model, name, None)
-        if isinstance(inner, torch.nn.Module):
-            found = complex_streams(inner)
-            if found is not None:
-                return found
-    flags = getattr(model, "complex_streams", None)
+    flags = _declared(model, "complex_streams")
     return [bool(f) for f in flags] if flags else None
 
 
@@ -55,15 +49,20 @@ def magnitudes(values: torch.Tensor) -> torch.Tensor:
     return (values[:, :n].float().pow(2) + values[:, n:].float().pow(2) + 1e-12).sqrt()
 
 
-def stream_sizes(model) -> list[int] | None:
-    """The `stream_sizes` of a network (through its preconditioning and a DDP wrapper), or None for one stream."""
+def _declared(model, attribute: str):
+    """A backbone's declaration `attribute`, found through its preconditioning and a DDP wrapper (None: absent)."""
     for name in ("module", "backbone", "net"):
         inner = getattr(model, name, None)
         if isinstance(inner, torch.nn.Module):
-            found = stream_sizes(inner)
-            if found is not None:
+            found = _declared(inner, attribute)
+            if found:
                 return found
-    sizes = getattr(model, "stream_sizes", None)
+    return getattr(model, attribute, None) or None
+
+
+def stream_sizes(model) -> list[int] | None:
+    """The `stream_sizes` of a network (through its preconditioning and a DDP wrapper), or None for one stream."""
+    sizes = _declared(model, "stream_sizes")
     return list(sizes) if sizes else None
 
 
