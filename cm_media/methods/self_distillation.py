@@ -183,13 +183,12 @@ class KD(_FromTeacher):
         data = x0
         if self.cfg.held_data_magnitude:
             kinds = streams.complex_streams(model) or [False] * len(sizes)
-            flat_data, flat_target = x0.flatten(1).split(sizes, 1), target.flatten(1).split(sizes, 1)
-            parts = []
-            for i, (d, t) in enumerate(zip(flat_data, flat_target)):
-                if i in self.cfg.held_data_streams and not kinds[i]:
-                    raise UserError(f"method.held_data_magnitude: stream {i} of this backbone is not complex")
-                parts.append(streams.with_magnitude(t, d) if kinds[i] else d)
-            data = torch.cat(parts, 1).reshape(x0.shape)  # the data's magnitudes, the target's phases
+            not_complex = [i for i in self.cfg.held_data_streams if not kinds[i]]
+            if not_complex:
+                raise UserError(f"method.held_data_magnitude: stream {not_complex[0]} of this backbone is not complex")
+            parts = zip(x0.flatten(1).split(sizes, 1), target.flatten(1).split(sizes, 1))
+            data = torch.cat([streams.with_magnitude(t, d) if i in self.cfg.held_data_streams else d
+                              for i, (d, t) in enumerate(parts)], 1).reshape(x0.shape)  # data magnitudes, target phases
         use = streams.per_element(from_data.to(x0.dtype), x0, sizes)  # 1 on those streams' elements
         return use * data + (1 - use) * target.to(x0.dtype)
 

@@ -48,7 +48,7 @@ def lr_at(step: int, cfg) -> float:
     """Linear warmup to train.lr, then constant (the CM papers' schedule) or, with train.lr_decay, annealed to
     train.lr_min at train.steps: a last phase at a falling rate settles a fine-tune that has levelled off."""
     warm = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-    decay = getattr(cfg, "lr_decay", "none")
+    decay = cfg.lr_decay
     if decay == "none" or step < cfg.warmup_steps:
         return warm
     span = max(cfg.steps - cfg.warmup_steps, 1)
