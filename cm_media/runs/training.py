@@ -27,8 +27,9 @@ from cm_media.methods import METHODS, build_method
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs import distributed
+from cm_media.runs import distributed, precision
 from cm_media.runs.config import RunConfig, dump_config
+from cm_media.runs.ema import update_ema
 from cm_media.runs.loader import resolve_source, weights_of
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 from cm_media.runs.teacher import load_teacher
@@ -55,14 +56,6 @@ def lr_at(step: int, cfg) -> float:
     frac = min(1.0, (step - cfg.warmup_steps) / span)  # 0 after the warmup, 1 at train.steps
     shape = 0.5 * (1 + math.cos(math.pi * frac)) if decay == "cosine" else 1 - frac
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * shape
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):  # buffers follow the model (an autoencoder's latent_scale)
-        e.copy_(b)
 
 
 def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
@@ -278,7 +271,11 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     net = model
     if dd.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    note = precision.slow_bf16_note(tc.bf16, device)
+    if note and dd.main and progress:
+        print(f"warning: {note}")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=precision.resolve_bf16(tc.bf16, device))
     metrics = open(run_dir / "metrics.jsonl", "a") if dd.main else None
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and dd.main), desc="train", dynamic_ncols=True)
     t0, window, window_bad = time.perf_counter(), [], 0
