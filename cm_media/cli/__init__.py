@@ -59,6 +59,8 @@ def parse_conditions(args, gen) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise UserError(f"--cond expects NAME=VALUE, got {item!r}")
+        if name.strip() in request:
+            raise UserError(f"--cond names condition {name.strip()!r} twice; give one value (or a comma list)")
         request[name.strip()] = value.strip()
     if args.class_ is not None:
         classes = [c for c in gen.conditions if c.kind == "class"]
@@ -66,6 +68,9 @@ def parse_conditions(args, gen) -> dict[str, str]:
             names = ", ".join(c.name for c in classes) or "none"
             raise UserError(f"--class needs a model with exactly one class condition (this one has: {names}); "
                             "use --cond NAME=VALUE")
+        if classes[0].name in request:
+            raise UserError(f"--class and --cond {classes[0].name}=... both ask for condition "
+                            f"{classes[0].name!r}; give one of them")
         request[classes[0].name] = args.class_
     return request
 
@@ -257,7 +262,9 @@ def cmd_generate(args, dests) -> int:
     t0 = time.perf_counter()
     cond = parse_conditions(args, gen)
     for name in [d for d in options if d in gen.condition_spec()]:  # a modality option naming a condition
-        cond[name] = options.pop(name)  # (video --first-frame FILE: the first_frame condition)
+        if name in cond:  # (video --first-frame FILE: the first_frame condition)
+            raise UserError(f"{_option_name(name)} and --cond {name}=... both ask for condition {name!r}; give one")
+        cond[name] = options.pop(name)
     if args.interpolate:
         batches = gen.interpolate_batches(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
                                           cond=cond, cfg_scale=args.cfg_scale, batch_size=args.batch_size, **options)
@@ -439,24 +446,13 @@ def main(argv: list[str] | None = None) -> int:
             threads.apply_policy(checks.integer(args.threads, "--threads", 1))  # also for main() with its own argv
             if args.command == "train":
                 args.overrides = [*args.overrides, f"train.threads={args.threads}"]
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "generate":
-            return cmd_generate(args, dests)
-        if args.command == "bench":
-            return cmd_bench(args)
-        if args.command == "edit":
-            return cmd_edit(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "ui":
-            return cmd_ui(args)
-        if args.command == "info":
-            return cmd_info_source(args) if args.source else cmd_info()
-        parser.print_help()
-        return 2
+        commands = {"train": cmd_train, "generate": lambda a: cmd_generate(a, dests), "bench": cmd_bench,
+                    "edit": cmd_edit, "export": cmd_export, "demo": cmd_demo, "ui": cmd_ui,
+                    "info": lambda a: cmd_info_source(a) if a.source else cmd_info()}
+        if args.command not in commands:
+            parser.print_help()
+            return 2
+        return commands[args.command](args)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
         return 2
