@@ -126,6 +126,50 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(h)
 
 
+COND_MODES = ("embed", "block", "both")
+
+
+def check_cond_mode(mode: str) -> None:
+    if mode not in COND_MODES:
+        raise ValueError(f"cond_mode must be one of {', '.join(COND_MODES)}, got {mode!r}")
+
+
+def embedded_spec(spec: list | None, mode: str) -> list | None:
+    """The conditions that join the noise embedding under `mode` (all but for "block", where none do)."""
+    check_cond_mode(mode)
+    return None if mode == "block" else spec
+
+
+class BlockCondition(nn.Module):
+    """The conditions alone -> [B, dim], which every residual block turns into its own FiLM scale/shift through a
+    zero-initialized map (`ResBlock(cond_dim=dim)`, DiT's adaLN-Zero): cond_mode "block" or "both".
+
+    In "embed" mode (EDM's `class_labels`, the default) a small network can learn to ignore a label mixed into the
+    noise features; here the label reaches every block by a path of its own, separate from the noise level."""
+
+    def __init__(self, spec: list, dim: int):
+        super().__init__()
+        self.cond = ConditionEmbedding(spec, dim)
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim))
+
+    @staticmethod
+    def wanted(spec: list | None, mode: str) -> bool:
+        """Whether `mode` routes conditions to the blocks and `spec` has any that are embedded (not frames)."""
+        check_cond_mode(mode)
+        return mode != "embed" and any(c.kind != "frames" for c in conditions_from_spec(spec))
+
+    def forward(self, cond: dict | None, batch: int, device) -> torch.Tensor | None:
+        e = self.cond(cond, batch, device)  # [B, dim]
+        return None if e is None else self.mlp(e)
+
+
+def embed_conditions(embed: NoiseEmbedding, block: BlockCondition | None, mode: str, c_noise: torch.Tensor,
+                     cond: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(noise embedding [B, E], block condition embedding [B, E] or None) of a backbone built with `mode`."""
+    emb = embed(c_noise, None if block is not None and mode == "block" else cond)
+    return emb, None if block is None else block(cond, c_noise.shape[0], c_noise.device)
+
+
 class FrameInputs(nn.Module):
     """A backbone taking its frame conditions as extra input channels: F(x, c_noise, cond) =
     net(concat(x, value of each frames condition), c_noise, the other conditions).

@@ -123,9 +123,13 @@ def sinusoidal_embedding(c_noise: torch.Tensor, dim: int, scale: float = 1000.0,
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice with a scale/shift from the noise embedding; the second conv starts at zero."""
+    """GroupNorm-SiLU-conv twice with a scale/shift from the noise embedding; the second conv starts at zero.
 
-    def __init__(self, dims, in_ch, out_ch, emb_dim, dropout=0.0, kernel_size=3, dilation=1):
+    With `cond_dim` > 0 the block also takes a condition embedding [B, cond_dim] whose own zero-initialized map
+    adds to that scale/shift (FiLM from the condition alone, as DiT's adaLN-Zero): the block starts out exactly
+    as without it, and every block sees the condition directly (cond_mode "block", see UNetConfig)."""
+
+    def __init__(self, dims, in_ch, out_ch, emb_dim, dropout=0.0, kernel_size=3, dilation=1, cond_dim=0):
         super().__init__()
         pad = dilation * (kernel_size - 1) // 2
         self.norm1 = GroupNorm(norm_groups(in_ch), in_ch)
@@ -135,10 +139,15 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_module(conv_nd(dims, out_ch, out_ch, kernel_size, padding=pad, dilation=dilation))
         self.skip = nn.Identity() if in_ch == out_ch else conv_nd(dims, in_ch, out_ch, 1)
+        if cond_dim:
+            self.cond = zero_module(nn.Linear(cond_dim, 2 * out_ch))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(self.norm1.modulated(x, silu=True))
-        scale, shift = self.emb(F.silu(emb)).chunk(2, dim=1)  # [B, C] each
+        mod = self.emb(F.silu(emb))  # [B, 2C]
+        if cond_emb is not None:
+            mod = mod + self.cond(F.silu(cond_emb))
+        scale, shift = mod.chunk(2, dim=1)  # [B, C] each
         h = self.conv2(self.dropout(self.norm2.modulated(h, scale, shift, silu=True)))
         return self.skip(x) + h
 

@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from cm_media.nn.attention import SelfAttention, attention
-from cm_media.nn.embedding import NoiseEmbedding
+from cm_media.nn.embedding import BlockCondition, NoiseEmbedding, embed_conditions, embedded_spec
 from cm_media.nn.layers import Downsample, GroupNorm, ResBlock, conv_nd, norm_groups, zero_module
 from cm_media.nn.registry import register_arch
 
@@ -43,6 +43,7 @@ class SpaceTimeUNetConfig:
     patch_size: int = 1  # fold p x p pixel patches into channels first (pixel unshuffle): p^2 fewer positions
     attention_backend: str = "sdpa"
     cond: list = field(default_factory=list)  # conditions (cm_media.conditions), filled in by training
+    cond_mode: str = "embed"  # "embed" (noise embedding), "block" (per-block FiLM) or "both": see UNetConfig
 
 
 class TemporalConv(nn.Module):
@@ -97,9 +98,10 @@ class SpatialAttention(nn.Module):
 class SpaceTimeBlock(nn.Module):
     """Per-frame 2D residual block, then a temporal conv, then the optional attentions."""
 
-    def __init__(self, in_ch, out_ch, emb_dim, cfg: SpaceTimeUNetConfig, temporal_attn: bool, spatial_attn: bool):
+    def __init__(self, in_ch, out_ch, emb_dim, cfg: SpaceTimeUNetConfig, temporal_attn: bool, spatial_attn: bool,
+                 cond_dim: int = 0):
         super().__init__()
-        self.spatial = ResBlock(2, in_ch, out_ch, emb_dim, cfg.dropout, 3)
+        self.spatial = ResBlock(2, in_ch, out_ch, emb_dim, cfg.dropout, 3, cond_dim=cond_dim)
         self.temporal = TemporalConv(out_ch, cfg.temporal_kernel)
         self.extra = nn.ModuleList()
         if spatial_attn:
@@ -107,10 +109,12 @@ class SpaceTimeBlock(nn.Module):
         if temporal_attn:
             self.extra.append(TemporalAttention(out_ch, cfg.num_heads, cfg.max_frames, cfg.attention_backend))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
         t = x.shape[2]
         frames = rearrange(x, "b c t h w -> (b t) c h w")
-        h = rearrange(self.spatial(frames, emb.repeat_interleave(t, dim=0)), "(b t) c h w -> b c t h w", t=t)
+        per_frame = None if cond_emb is None else cond_emb.repeat_interleave(t, dim=0)
+        h = self.spatial(frames, emb.repeat_interleave(t, dim=0), per_frame)
+        h = rearrange(h, "(b t) c h w -> b c t h w", t=t)
         h = self.temporal(h)
         for block in self.extra:
             h = block(h)
@@ -150,11 +154,14 @@ class SpaceTimeUNet(nn.Module):
         self.total_stride = [s ** (levels - 1) * f for s, f in zip(stride, (1, p, p))]
         ch = cfg.channels
         emb_dim = 4 * ch
-        self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
+        self.embed = NoiseEmbedding(ch, emb_dim, embedded_spec(cfg.cond, cfg.cond_mode))
+        self.block_cond = BlockCondition(cfg.cond, emb_dim) if BlockCondition.wanted(cfg.cond, cfg.cond_mode) else None
+        cond_dim = emb_dim if self.block_cond is not None else 0
         self.inp = conv_nd(3, cfg.in_channels * p * p, ch, (1, 3, 3), padding=(0, 1, 1))
 
         def block(i, o, level):
-            return SpaceTimeBlock(i, o, emb_dim, cfg, level in cfg.temporal_attn_levels, level in cfg.spatial_attn_levels)
+            return SpaceTimeBlock(i, o, emb_dim, cfg, level in cfg.temporal_attn_levels, level in cfg.spatial_attn_levels,
+                                  cond_dim)
 
         self.down = nn.ModuleList()
         skips, cur = [ch], ch
@@ -167,8 +174,8 @@ class SpaceTimeUNet(nn.Module):
                 self.down.append(Downsample(3, cur, stride))
                 skips.append(cur)
         self.mid = nn.ModuleList([
-            SpaceTimeBlock(cur, cur, emb_dim, cfg, True, levels - 1 in cfg.spatial_attn_levels),
-            SpaceTimeBlock(cur, cur, emb_dim, cfg, False, False),
+            SpaceTimeBlock(cur, cur, emb_dim, cfg, True, levels - 1 in cfg.spatial_attn_levels, cond_dim),
+            SpaceTimeBlock(cur, cur, emb_dim, cfg, False, False, cond_dim),
         ])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -188,20 +195,20 @@ class SpaceTimeUNet(nn.Module):
         pads = [(-n) % s for n, s in zip(axes, self.total_stride)]
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
-        emb = self.embed(c_noise, cond)  # [B, 4*channels]
+        emb, cond_emb = embed_conditions(self.embed, self.block_cond, self.cfg.cond_mode, c_noise, cond)  # [B, 4*ch]
         p = self.patch
         if p > 1:
             x = rearrange(x, "b c t (h p1) (w p2) -> b (c p1 p2) t h w", p1=p, p2=p)
         h = self.inp(x)
         hs = [h]
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, SpaceTimeBlock) else layer(h)
+            h = layer(h, emb, cond_emb) if isinstance(layer, SpaceTimeBlock) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = layer(h, emb, cond_emb)
         for layer in self.up:
             if isinstance(layer, SpaceTimeBlock):
-                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb, cond_emb)
             else:
                 h = layer(h)
         out = self.out(h)

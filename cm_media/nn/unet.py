@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cm_media.nn.attention import SelfAttention
-from cm_media.nn.embedding import NoiseEmbedding
+from cm_media.nn.embedding import BlockCondition, NoiseEmbedding, embed_conditions, embedded_spec
 from cm_media.nn.layers import (
     Downsample,
     GroupNorm,
@@ -51,6 +51,21 @@ class UNetConfig:
     attention_backend: str = "sdpa"
     patch: int | list = 1
     cond: list = field(default_factory=list)  # conditions (cm_media.conditions), filled in by training
+    # how conditions reach the network: "embed" adds them to the noise embedding (EDM), "block" gives every
+    # residual block a zero-initialized FiLM from the conditions alone (DiT's adaLN-Zero), "both" does both
+    cond_mode: str = "embed"
+
+
+def _per_axis(cfg: UNetConfig) -> tuple[list[int], list[int]]:
+    """(down stride, patch) per data axis, from one int or a list each."""
+    d = cfg.dims
+    stride = [cfg.down_stride] * d if isinstance(cfg.down_stride, int) else list(cfg.down_stride)
+    if len(stride) != d:
+        raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
+    patch = [cfg.patch] * d if isinstance(cfg.patch, int) else list(cfg.patch)
+    if len(patch) != d or min(patch) < 1:
+        raise ValueError(f"patch must be a positive int or one per data axis ({d}), got {cfg.patch}")
+    return stride, patch
 
 
 class UNet(nn.Module):
@@ -60,25 +75,20 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dims
-        stride = [cfg.down_stride] * d if isinstance(cfg.down_stride, int) else list(cfg.down_stride)
-        if len(stride) != d:
-            raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
-        self.stride = stride
-        patch = [cfg.patch] * d if isinstance(cfg.patch, int) else list(cfg.patch)
-        if len(patch) != d or min(patch) < 1:
-            raise ValueError(f"patch must be a positive int or one per data axis ({d}), got {cfg.patch}")
-        self.patch = patch
+        self.stride, self.patch = stride, patch = _per_axis(cfg)
         fold = math.prod(patch)
         levels = len(cfg.channel_mult)
         self.total_stride = [p * s ** (levels - 1) for p, s in zip(patch, stride)]
         ch = cfg.channels
         emb_dim = 4 * ch
-        self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
+        self.embed = NoiseEmbedding(ch, emb_dim, embedded_spec(cfg.cond, cfg.cond_mode))
+        self.block_cond = BlockCondition(cfg.cond, emb_dim) if BlockCondition.wanted(cfg.cond, cfg.cond_mode) else None
+        cond_dim = emb_dim if self.block_cond is not None else 0
         self.inp = conv_nd(d, cfg.in_channels * fold, ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
 
         def res(i, o, j):
             dil = cfg.dilations[j % len(cfg.dilations)]
-            return ResBlock(d, i, o, emb_dim, cfg.dropout, cfg.kernel_size, dil)
+            return ResBlock(d, i, o, emb_dim, cfg.dropout, cfg.kernel_size, dil, cond_dim)
 
         def attn(c):
             return SelfAttention(c, cfg.num_heads, norm_groups(c), cfg.attention_backend)
@@ -124,9 +134,9 @@ class UNet(nn.Module):
         return fmt if fmt is not None and not w.is_contiguous() and w.is_contiguous(memory_format=fmt) else None
 
     @staticmethod
-    def _run(blocks, h, emb):
+    def _run(blocks, h, emb, cond_emb):
         for b in blocks:
-            h = b(h, emb) if isinstance(b, ResBlock) else b(h)
+            h = b(h, emb, cond_emb) if isinstance(b, ResBlock) else b(h)
         return h
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
@@ -134,18 +144,18 @@ class UNet(nn.Module):
         pads = [(-n) % s for n, s in zip(axes, self.total_stride)]
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
-        emb = self.embed(c_noise, cond)  # [B, 4 * channels]
+        emb, cond_emb = embed_conditions(self.embed, self.block_cond, self.cfg.cond_mode, c_noise, cond)  # [B, 4 * ch]
         h = self.inp(patchify(x, self.patch))  # [B, C * prod(patch), *axes / patch]
         fmt = self._weight_format()
         if fmt is not None and not h.is_contiguous(memory_format=fmt):
             h = h.contiguous(memory_format=fmt)  # a 1-channel input leaves the stem's output in plain layout
         hs = [h]
         for blocks in self.down:
-            h = self._run(blocks, h, emb)
+            h = self._run(blocks, h, emb, cond_emb)
             hs.append(h)
-        h = self._run(self.mid, h, emb)
+        h = self._run(self.mid, h, emb, cond_emb)
         for blocks in self.up:
-            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
+            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, cond_emb)
         out = unpatchify(self.out(h), self.patch)  # [B, C_out, *axes]
         return out[(slice(None), slice(None), *(slice(0, n) for n in axes))]
 
