@@ -14,9 +14,14 @@ the SC09 papers score spoken digits:
   - IS exp(E KL(p(y|x) || p(y))), modified IS exp(E_{x,x'} KL(p(y|x) || p(y|x'))) and AM score
     KL(p*(y) || p(y)) + E H(p(y|x)) (p* the real train labels' distribution) on the classifier's word or
     instrument probabilities (cm_media/eval/metrics.py).
+Words are also scored by a judge nobody here trained (modalities/audio/recognizer.py: PocketSphinx's shipped
+US-English model with a grammar of the ten words; `asr`: the share recognized as the requested word), as TTS
+papers report an ASR's word accuracy; `--no-recognizer` skips it.
 The real clips are scored the same way: the held-out clips (never seen by the classifier or the models) and a
-train-split sample of the same size (its FD is the floor a model can reach at this N). Requests: each word
-`--per-class` times; notes: `--notes` (pitch, instrument) pairs drawn from the held-out notes.
+train-split sample of the same size (its FD is the floor a model can reach at this N); `--codec-row` adds the
+held-out clips through the model's codec, decode(encode(x)) (the codec's ceiling). Requests: each word
+`--per-class` times; notes: `--notes` (pitch, instrument) pairs drawn from the held-out notes. An EDM (diffusion)
+source is sampled with Heun at `--teacher-steps` N (2N - 1 evaluations, twice that when guided).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cm_media.eval import metrics
 from modalities.audio.datasets import build_dataset
 from modalities.audio.feature_net import classify
 from modalities.audio.pitch import pitch_accuracy
+from modalities.audio.recognizer import WordRecognizer
 
 HEAD = {"spoken_digits": ("word", "class"), "notes": ("instrument", "instrument")}
 
@@ -44,9 +50,14 @@ def real_split(gen, part: str):
 
 
 def scores(probs: dict, media_rate: int, ref_embed: torch.Tensor, head: str, marginal: torch.Tensor,
-           labels: torch.Tensor | None, media: torch.Tensor | None = None, midi: torch.Tensor | None = None) -> dict:
+           labels: torch.Tensor | None, media: torch.Tensor | None = None, midi: torch.Tensor | None = None,
+           asr: WordRecognizer | None = None) -> dict:
     out = {"n": len(probs[head]), "fd": metrics.frechet_distance(ref_embed, probs["embed"])}
     out.update(metrics.classifier_scores(probs[head], marginal, labels))
+    if asr is not None and labels is not None and media is not None:
+        t0 = time.perf_counter()
+        out["asr_accuracy"] = asr.accuracy(media, media_rate, labels)
+        out["asr_s"] = round(time.perf_counter() - t0, 1)
     if midi is not None:
         t0 = time.perf_counter()
         out["pitch_accuracy"], errors = pitch_accuracy(media, media_rate, midi)
@@ -82,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-real", action="store_true", help="skip the real-data rows")
     p.add_argument("--real-n", type=int, default=None,
                    help="score this many real clips per real row (a seeded subset; default: all held-out clips)")
+    p.add_argument("--teacher-steps", default="18", help="EDM sources: Heun steps N, e.g. 18,32 (NFE 2N - 1)")
+    p.add_argument("--codec-row", action="store_true", help="also score the held-out clips through the codec")
+    p.add_argument("--no-recognizer", action="store_true", help="words: skip the independent speech recognizer")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast while sampling (default: the model's; a CPU without AVX-512 BF16 runs it slower)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -103,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             classes = len(ds_train.source.class_names if head == "word" else ds_train.source.instrument_names)
             marginal = torch.bincount(train_labels, minlength=classes).double()
             ref = classify(eval_media, rate)
-            refs[dataset] = (ds_eval, ref, marginal)
+            asr = None
+            if dataset == "spoken_digits" and not args.no_recognizer:
+                asr = WordRecognizer(ds_eval.source.class_names)
+            refs[dataset] = (ds_eval, ref, marginal, asr)
             if not args.no_real:
                 n = min(args.real_n or len(eval_media), len(eval_media))
                 g = torch.Generator().manual_seed(args.seed)
@@ -111,28 +130,39 @@ def main(argv: list[str] | None = None) -> int:
                 midi_eval = ds_eval.source.pitches[sub] if dataset == "notes" else None
                 held = {k: v[sub] for k, v in ref.items()}
                 rows.append({"model": f"real {dataset} held-out", "steps": 0, "nfe": 0, **scores(
-                    held, rate, ref["embed"], head, marginal, eval_labels[sub], eval_media[sub], midi_eval)})
+                    held, rate, ref["embed"], head, marginal, eval_labels[sub], eval_media[sub], midi_eval, asr)})
+                print(json.dumps(rows[-1]), flush=True)
+                if args.codec_row:  # the codec's ceiling: the same held-out clips, decode(encode(x))
+                    with torch.no_grad():
+                        coded = gen.codec.decode(gen.codec.encode(eval_media[sub])).float()
+                    rows.append({"model": f"real {dataset} held-out through the codec", "steps": 0, "nfe": 0,
+                                 **scores(classify(coded, rate), rate, ref["embed"], head, marginal, eval_labels[sub],
+                                          coded, midi_eval, asr)})
+                    print(json.dumps(rows[-1]), flush=True)
                 tr = classify(train_media[pick], rate)
                 midi_train = ds_train.source.pitches[pick] if dataset == "notes" else None
                 rows.append({"model": f"real {dataset} train", "steps": 0, "nfe": 0, **scores(
-                    tr, rate, ref["embed"], head, marginal, train_labels[pick], train_media[pick], midi_train)})
-                print(json.dumps(rows[-2]), json.dumps(rows[-1]), sep="\n", flush=True)
-        ds_eval, ref, marginal = refs[dataset]
+                    tr, rate, ref["embed"], head, marginal, train_labels[pick], train_media[pick], midi_train, asr)})
+                print(json.dumps(rows[-1]), flush=True)
+        ds_eval, ref, marginal, asr = refs[dataset]
         cond, labels, midi = requests(gen, ds_eval, args)
-        for steps in [int(s) for s in args.steps.split(",")]:
+        # a consistency model takes `--steps` evaluations; an EDM model Heun steps N, 2N - 1 evaluations
+        step_list, nfe_of = ([int(s) for s in args.steps.split(",")], lambda n: n) if gen.is_consistency else \
+            ([int(s) for s in args.teacher_steps.split(",")], lambda n: 2 * n - 1)
+        for steps in step_list:
             for w in [float(s) for s in args.cfg_scales.split(",")]:
                 t0 = time.perf_counter()
                 media = gen.generate(len(labels), steps=steps, seed=args.seed, batch_size=args.batch, cond=cond,
-                                     cfg_scale=w)
+                                     cfg_scale=w, bf16=args.bf16)
                 gen_s = time.perf_counter() - t0
                 probs = classify(media, rate)
-                row = {"model": label, "steps": steps, "cfg_scale": w, "nfe": steps * (1 if w == 1 else 2),
+                row = {"model": label, "steps": steps, "cfg_scale": w, "nfe": nfe_of(steps) * (1 if w == 1 else 2),
                        "generate_s": round(gen_s, 1), **scores(probs, rate, ref["embed"], head, marginal, labels,
-                                                                media, midi)}
+                                                                media, midi, asr)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if args.unconditional:
-            media = gen.generate(len(labels), steps=1, seed=args.seed, batch_size=args.batch)
+            media = gen.generate(len(labels), steps=1, seed=args.seed, batch_size=args.batch, bf16=args.bf16)
             rows.append({"model": f"{label} (no condition)", "steps": 1, "nfe": 1,
                          **scores(classify(media, rate), rate, ref["embed"], head, marginal, None)})
             print(json.dumps(rows[-1]), flush=True)
@@ -146,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def to_markdown(rows: list[dict]) -> str:
     pitch = any("pitch_accuracy" in r for r in rows)
-    cols = ["model", "steps", "guidance", "NFE", "accuracy"] + (["pitch within 0.5 st", "octave off"] if pitch else [])
+    asr = any("asr_accuracy" in r for r in rows)
+    cols = ["model", "steps", "guidance", "NFE", "accuracy"] + (["recognizer"] if asr else [])
+    cols += ["pitch within 0.5 st", "octave off"] if pitch else []
     cols += ["FD (net)", "IS", "mIS", "AM", "N"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
@@ -155,6 +187,8 @@ def to_markdown(rows: list[dict]) -> str:
 
     for r in rows:
         cells = [r["model"], f(r.get("steps")), f(r.get("cfg_scale")), f(r.get("nfe")), f(r.get("accuracy"))]
+        if asr:
+            cells.append(f(r.get("asr_accuracy")))
         if pitch:
             cells += [f(r.get("pitch_accuracy")), f(r.get("octave_errors"))]
         cells += [f(r["fd"]), f(r["is"]), f(r["mis"]), f(r.get("am")), str(r["n"])]
