@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -149,6 +150,15 @@ class Modality:
         path = Path(path)
         files.output_folder(path.parent if str(path.parent) else Path("."))
         return CollectingWriter(lambda media: self.save(media, path, cfg, **options))
+
+    def option_names(self) -> set[str]:
+        """The generate options this modality honours: its declared ones and the keywords its sample_shape, save
+        and open_writer name (video takes the shared --seconds). Any other option is refused, not ignored."""
+        names = {kwargs.get("dest") or flag.lstrip("-").replace("-", "_") for flag, kwargs in self.generate_options}
+        for method in (self.sample_shape, self.save, self.open_writer):
+            names |= {p.name for p in inspect.signature(method).parameters.values()
+                      if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)}
+        return names
 
     def validate_config(self, cfg) -> None:
         """Range checks of the `data` and `codec` sections (a UserError naming the key), run when a config is

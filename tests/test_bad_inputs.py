@@ -341,3 +341,34 @@ def test_huge_frame_grid_is_refused_before_work(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "video", "-n", "100000", "--out", tmp_path / "frames.png")
     assert_error(code, err, "--separate")
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ options a model cannot honour (issue 37)
+
+
+def test_each_modality_honours_the_options_it_names():
+    from cm_media.registry import get_modality
+
+    assert get_modality("av").option_names() == set()  # one clip length, one writer
+    assert {"seconds", "frames", "fps", "scale", "separate", "first_frame"} <= get_modality("video").option_names()
+    assert {"seconds", "audio_format", "peak"} <= get_modality("audio").option_names()
+    assert "seconds" not in get_modality("image").option_names()
+
+
+def test_an_option_the_model_ignores_is_an_error(capsys, tmp_path, bundled):
+    bundled("sounding-digits", True)
+    code, _, err = run(capsys, "generate", "sounding-digits", "--cond", "digit=3", "--seconds", "5",
+                       "--out", tmp_path / "clip.mp4")
+    assert_error(code, err, "--seconds", "av model", "sounding_digits")
+    code, _, err = run(capsys, "generate", "image", "-n", "1", "--frames", "9", "--out", tmp_path / "g.png")
+    assert_error(code, err, "--frames", "--separate")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_options_naming_one_condition_are_an_error(capsys, tmp_path, bundled):
+    bundled("fashion-mnist", True)
+    for argv, needle in [(["--class", "sneaker", "--cond", "class=bag"], "--class and --cond class"),
+                         (["--cond", "class=bag", "--cond", "class=sneaker"], "twice")]:
+        code, _, err = run(capsys, "generate", "fashion-mnist", *argv, "--out", tmp_path / "g.png")
+        assert_error(code, err, needle)
+    assert list(tmp_path.iterdir()) == []

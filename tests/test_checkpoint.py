@@ -49,3 +49,18 @@ def test_optimizer_state_round_trip():
     ckpt.load_optimizer(opt2, tensors, meta)
     assert opt2.param_groups[0]["lr"] == 0.1
     assert torch.equal(opt2.state[w2]["exp_avg"], opt.state[w]["exp_avg"])
+
+
+def test_no_space_is_a_user_error_with_the_size_and_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"\0" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    p = tmp_path / "c" / "step.safetensors"
+    with pytest.raises(ckpt.NoSpace, match=r"needs 0\.0 MB") as info:
+        ckpt.save_checkpoint(p, {"a": torch.zeros(10)}, {"v": 1})
+    assert info.value.needed == ckpt.file_size({"a": torch.zeros(10)}, {"v": 1}) and info.value.needed > 40
+    assert list((tmp_path / "c").iterdir()) == []

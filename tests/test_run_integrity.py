@@ -3,6 +3,7 @@ checkpoint of non-finite weights, --resume from the newest intact checkpoint tha
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,3 +153,41 @@ def test_resume_refuses_another_method_backbone_or_optimizer(capsys, tmp_path, d
                      "--set", setting)
     assert needle in line and "--resume" in line
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_full_disk_during_a_checkpoint_is_one_error_and_resume_continues(capsys, tmp_path, digits_config, monkeypatch):
+    """The disk fills while step 2's checkpoint is written (safetensors raises its own error type): one `error:` line
+    naming the run folder and the size needed; with keep_checkpoints 1 step 1's checkpoint is intact, no temporary
+    file is left, and --resume ends with the uninterrupted run's weights."""
+    from safetensors import SafetensorError
+
+    real = ckpt.save_file
+    calls = []
+
+    def fills_up(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # a partial file, then the error a 50 MB filesystem gave
+            with open(filename, "wb") as f:
+                f.write(b"\0" * 1000)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, metadata=metadata)
+
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    sets = ["--no-progress", "--set", "backbone.preset=tiny", "--set", "train.steps=3", "--set", "train.batch_size=8",
+            "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=1", "--set", "train.samples=0",
+            "--set", "train.threads=1"]
+    monkeypatch.setattr(ckpt, "save_file", fills_up)
+    line = one_error(capsys, "train", digits_config, "--out", run, *sets)
+    assert str(run) in line and "disk is full" in line and "MB" in line and "--resume" in line
+    needed = float(re.search(r"needs ([\d.]+) MB", line).group(1))  # the space needed: about a checkpoint's size
+    assert abs(needed - (run / "checkpoints" / "step_00000001.safetensors").stat().st_size / 1e6) < 0.15
+    assert [p.name for _, p in ckpt.step_checkpoints(run)] == ["step_00000001.safetensors"]
+    assert not list(run.rglob("*.tmp"))
+    monkeypatch.setattr(ckpt, "save_file", real)  # space freed
+    assert main(["train", digits_config, "--out", str(run), "--resume", *sets]) == 0
+    assert main(["train", digits_config, "--out", str(ref), *sets]) == 0
+    got, want = (ckpt.load_checkpoint(ckpt.latest_checkpoint(r))[0] for r in (run, ref))
+    assert [p.name for _, p in ckpt.step_checkpoints(run)] == ["step_00000003.safetensors"]
+    for k in want:
+        if k.startswith(("model.", "ema.")):
+            assert torch.equal(want[k], got[k]), k

@@ -1,4 +1,4 @@
-"""`cm-media` command line: train, generate, edit, bench, export, demo, info. User mistakes print one `error: ...` line and exit 2.
+"""`cm-media` command line: train, generate, edit, bench, export, demo, info, ui. User mistakes print one `error: ...` line and exit 2.
 
 Importing this module applies the CPU thread policy (`cm_media.threads`) for the commands that run torch work,
 before anything here imports torch: torch threads = the usable cores other processes leave idle, unless the
@@ -59,6 +59,8 @@ def parse_conditions(args, gen) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise UserError(f"--cond expects NAME=VALUE, got {item!r}")
+        if name.strip() in request:
+            raise UserError(f"--cond names condition {name.strip()!r} twice; give one value (or a comma list)")
         request[name.strip()] = value.strip()
     if args.class_ is not None:
         classes = [c for c in gen.conditions if c.kind == "class"]
@@ -66,6 +68,9 @@ def parse_conditions(args, gen) -> dict[str, str]:
             names = ", ".join(c.name for c in classes) or "none"
             raise UserError(f"--class needs a model with exactly one class condition (this one has: {names}); "
                             "use --cond NAME=VALUE")
+        if classes[0].name in request:
+            raise UserError(f"--class and --cond {classes[0].name}=... both ask for condition "
+                            f"{classes[0].name!r}; give one of them")
         request[classes[0].name] = args.class_
     return request
 
@@ -163,11 +168,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    u = sub.add_parser("ui", help="a local web app (Gradio) to generate, edit and compare; pip install -e \".[ui]\"")
+    u.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="run directories, checkpoints or exports to serve besides the bundled models")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
+    u.add_argument("--no-bundled", action="store_true", help="serve only the SOURCEs, not the bundled models")
+    u.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="requests computed at once (default: the usable cores, one torch thread each)")
+    u.add_argument("--preload", action="store_true", help="load every model before serving (default: on first use)")
+    u.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
     i = sub.add_parser("info", help="versions, devices, attention backend and modalities; or what a model can be asked for")
     i.add_argument("source", nargs="?", default=None,
                    help="a run, checkpoint, export or bundled model: list its conditions and generation defaults")
     i.add_argument("--json", action="store_true", help="with SOURCE: print {\"conditions\": {name: values}} as JSON")
-    for cmd in (t, g, b, e, d):
+    for cmd in (t, g, b, e, d, u):
         cmd.add_argument("--threads", type=int, default=None, metavar="N",
                          help="CPU threads for torch (default: the usable cores other processes leave idle, "
                               "measured at start; also CM_MEDIA_THREADS=auto|N; train: overrides train.threads)")
@@ -246,7 +262,9 @@ def cmd_generate(args, dests) -> int:
     t0 = time.perf_counter()
     cond = parse_conditions(args, gen)
     for name in [d for d in options if d in gen.condition_spec()]:  # a modality option naming a condition
-        cond[name] = options.pop(name)  # (video --first-frame FILE: the first_frame condition)
+        if name in cond:  # (video --first-frame FILE: the first_frame condition)
+            raise UserError(f"{_option_name(name)} and --cond {name}=... both ask for condition {name!r}; give one")
+        cond[name] = options.pop(name)
     if args.interpolate:
         batches = gen.interpolate_batches(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
                                           cond=cond, cfg_scale=args.cfg_scale, batch_size=args.batch_size, **options)
@@ -349,6 +367,26 @@ def cmd_demo(args) -> int:
     return demo.main(args)
 
 
+def cmd_ui(args) -> int:
+    """Serve the web app until Ctrl-C (cm_media/ui): bundled models and the SOURCEs, 127.0.0.1 unless --host."""
+    port = checks.integer(args.port, "--port", 0, 65535)
+    concurrency = None if args.concurrency is None else checks.integer(args.concurrency, "--concurrency", 1, 64)
+    if args.no_bundled and not args.sources:
+        raise UserError("--no-bundled needs at least one SOURCE to serve")
+    if args.threads is None and threads.ENV not in os.environ and threads.user_setting(os.environ) is None:
+        threads.apply_policy(1)  # before torch loads: one thread per request, requests run side by side
+    try:
+        from cm_media.ui import serve
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("gradio", "gradio_client", "fastapi", "uvicorn"):
+            raise UserError(f"cm-media ui needs the ui extra ({exc.name} is missing): "
+                            'pip install -e ".[ui]"') from None
+        raise
+    serve(args.sources, host=args.host, port=port, bundled=not args.no_bundled, concurrency=concurrency,
+          device=args.device, preload=args.preload)
+    return 0
+
+
 def cmd_info_source(args) -> int:
     """What a model can be asked for: its conditions (and, without --json, its generation defaults)."""
     gen = _load(args.source, "cpu")
@@ -408,22 +446,13 @@ def main(argv: list[str] | None = None) -> int:
             threads.apply_policy(checks.integer(args.threads, "--threads", 1))  # also for main() with its own argv
             if args.command == "train":
                 args.overrides = [*args.overrides, f"train.threads={args.threads}"]
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "generate":
-            return cmd_generate(args, dests)
-        if args.command == "bench":
-            return cmd_bench(args)
-        if args.command == "edit":
-            return cmd_edit(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command == "info":
-            return cmd_info_source(args) if args.source else cmd_info()
-        parser.print_help()
-        return 2
+        commands = {"train": cmd_train, "generate": lambda a: cmd_generate(a, dests), "bench": cmd_bench,
+                    "edit": cmd_edit, "export": cmd_export, "demo": cmd_demo, "ui": cmd_ui,
+                    "info": lambda a: cmd_info_source(a) if a.source else cmd_info()}
+        if args.command not in commands:
+            parser.print_help()
+            return 2
+        return commands[args.command](args)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
         return 2

@@ -167,27 +167,11 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
     for m in only:
         given = models.get(m)
         for name in [m] if given is not None else get_modality(m).demo_models():
-            source = given
-            if source is None:
-                folder = bundled_model_dir(name)
-                if folder is None:
-                    note = _missing_note(m, name)
-                    _say(f"note: skipping {name}: {note}")
-                    skipped.append((name, note))
-                    continue
-                source = name if name == m else str(folder)  # a model named like its modality loads by name
-            section = Section(m, source, "", name=name)
-            t0 = time.perf_counter()
-            gen = load(source, device=device)
-            section.load_s = time.perf_counter() - t0
-            if gen.cfg.modality != m:
-                raise UserError(f"--model {m}={source} is a {gen.cfg.modality} model, not {m}")
-            _generate(section, gen, out, seed, steps)
-            section.note = get_modality(m).data_note(gen.cfg) or ""
-            more = f" (+{len(section.files) - 1} more)" if len(section.files) > 1 else ""
-            _say(f"{name}: {section.description} in {section.generate_s:.2f} s (load {section.load_s:.2f} s, "
-                 f"write {section.save_s:.2f} s) -> {section.files[0]}{more}")
-            sections.append(section)
+            section = _demo_section(m, name, given, out, seed, steps, device)
+            if isinstance(section, str):
+                skipped.append((name, section))
+            else:
+                sections.append(section)
     if not sections:
         raise UserError("no model to run: no bundled model is installed and none was given with --model")
     if run_bench:
@@ -203,6 +187,30 @@ def run_demo(out: str | Path = "demo", seed: int = 0, steps: int = 1, only: list
     _say(f"report: {page} (open in a browser: plays the media inline) and {md}")
     _say(f"demo finished in {time.perf_counter() - t_start:.1f} s; files in {out}/")
     return {"sections": sections, "skipped": skipped, "report_md": md, "report_html": page, "total_s": total}
+
+
+def _demo_section(m: str, name: str, given: str | None, out: Path, seed: int, steps: int, device: str):
+    """Load and run one model of the demo: its Section, or the note why it was skipped (not installed)."""
+    source = given
+    if source is None:
+        folder = bundled_model_dir(name)
+        if folder is None:
+            note = _missing_note(m, name)
+            _say(f"note: skipping {name}: {note}")
+            return note
+        source = name if name == m else str(folder)  # a model named like its modality loads by name
+    section = Section(m, source, "", name=name)
+    t0 = time.perf_counter()
+    gen = load(source, device=device)
+    section.load_s = time.perf_counter() - t0
+    if gen.cfg.modality != m:
+        raise UserError(f"--model {m}={source} is a {gen.cfg.modality} model, not {m}")
+    _generate(section, gen, out, seed, steps)
+    section.note = get_modality(m).data_note(gen.cfg) or ""
+    more = f" (+{len(section.files) - 1} more)" if len(section.files) > 1 else ""
+    _say(f"{name}: {section.description} in {section.generate_s:.2f} s (load {section.load_s:.2f} s, "
+         f"write {section.save_s:.2f} s) -> {section.files[0]}{more}")
+    return section
 
 
 # ---------------------------------------------------------------- report

@@ -56,6 +56,18 @@ class UNetConfig:
     cond_mode: str = "embed"
 
 
+def _per_axis(cfg: UNetConfig) -> tuple[list[int], list[int]]:
+    """(down stride, patch) per data axis, from one int or a list each."""
+    d = cfg.dims
+    stride = [cfg.down_stride] * d if isinstance(cfg.down_stride, int) else list(cfg.down_stride)
+    if len(stride) != d:
+        raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
+    patch = [cfg.patch] * d if isinstance(cfg.patch, int) else list(cfg.patch)
+    if len(patch) != d or min(patch) < 1:
+        raise ValueError(f"patch must be a positive int or one per data axis ({d}), got {cfg.patch}")
+    return stride, patch
+
+
 class UNet(nn.Module):
     """Encoder-decoder with skip connections; F(x, c_noise, cond) with x [B, C, *axes], c_noise [B], cond a dict."""
 
@@ -63,14 +75,7 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dims
-        stride = [cfg.down_stride] * d if isinstance(cfg.down_stride, int) else list(cfg.down_stride)
-        if len(stride) != d:
-            raise ValueError(f"down_stride has {len(stride)} entries for {d} data axes")
-        self.stride = stride
-        patch = [cfg.patch] * d if isinstance(cfg.patch, int) else list(cfg.patch)
-        if len(patch) != d or min(patch) < 1:
-            raise ValueError(f"patch must be a positive int or one per data axis ({d}), got {cfg.patch}")
-        self.patch = patch
+        self.stride, self.patch = stride, patch = _per_axis(cfg)
         fold = math.prod(patch)
         levels = len(cfg.channel_mult)
         self.total_stride = [p * s ** (levels - 1) for p, s in zip(patch, stride)]

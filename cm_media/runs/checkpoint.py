@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,12 +50,42 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+class NoSpace(UserError):
+    """A checkpoint did not fit on its disk: nothing was written (the temporary file is removed)."""
+
+    def __init__(self, path: Path, needed: int, free: int):
+        self.path, self.needed, self.free = Path(path), needed, free
+        super().__init__(f"no space left on the disk of {self.path.parent} for {self.path.name}: it needs "
+                         f"{megabytes(needed)}, {megabytes(free)} are free")
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether a write failed for want of space: an OSError, or safetensors' own error type wrapping one."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    text = str(exc)
+    return "No space left" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+def file_size(tensors: dict[str, torch.Tensor], meta: dict) -> int:
+    """Bytes a safetensors file of `tensors` and `meta` takes (data plus a generous header estimate)."""
+    data = sum(v.numel() * v.element_size() for v in tensors.values())
+    header = len(json.dumps(meta)) + sum(len(k) + 96 for k in tensors) + 64
+    return data + header
+
+
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Save tensors plus JSON metadata to `path` atomically (temp file + fsync + rename)."""
+    """Save tensors plus JSON metadata to `path` atomically (temp file + fsync + rename). A full disk is a
+    `NoSpace` error saying the size needed; any other failure leaves no temporary file either."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    flat = {}
     try:
         flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
         save_file(flat, tmp, metadata={META_KEY: json.dumps(meta)})
@@ -62,6 +93,13 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except (SafetensorError, OSError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if _no_space(exc):
+            raise NoSpace(path, file_size(flat, meta), shutil.disk_usage(path.parent).free) from None
+        if isinstance(exc, OSError):
+            raise
+        raise UserError(f"cannot write checkpoint {path}: {str(exc).splitlines()[0]}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -40,7 +40,9 @@ class TrainConfig:
     lr_min: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # evaluation EMA of the weights
-    bf16: bool = False  # autocast the backbone in bfloat16
+    # autocast the backbone in bfloat16: true, false, or auto (bf16 where the device computes it fast, float32 on
+    # a CPU without native bf16, where a bf16 step is many times slower: runs/precision.py)
+    bf16: bool | str = False
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 50
@@ -104,53 +106,78 @@ def _check_type(value, tp, key: str):
             except UserError as exc:
                 errors.append(exc)
         raise errors[0]
-    if tp is type(None):
-        if value is None:
-            return None
-        raise UserError(f"config key {key} must be null, got {value!r}")
     if tp is Any:
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"config key {key} must be true or false, got {value!r}")
-    if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+    check = _CHECKS.get(origin or tp)
+    return value if check is None else check(value, tp, key)
+
+
+def _as_none(value, tp, key):
+    if value is None:
+        return None
+    raise UserError(f"config key {key} must be null, got {value!r}")
+
+
+def _as_bool(value, tp, key):
+    if isinstance(value, bool):
+        return value
+    raise UserError(f"config key {key} must be true or false, got {value!r}")
+
+
+def _from_string(value, tp):
+    """YAML 1.1 reads 1e-3 (no dot) as a string: the number it spells, else the string."""
+    if isinstance(value, str):
         try:
-            value = int(value) if tp is int else float(value)
+            return int(value) if tp is int else float(value)
         except ValueError:
             pass
-    if tp is int:
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if abs(value) > checks.MAX_INT:
-                raise UserError(f"config key {key} must be an integer of at most 63 bits, got {value}")
-            return value
-        raise UserError(f"config key {key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise UserError(f"config key {key} must be a finite number, got {value!r}")
-            return number
-        raise UserError(f"config key {key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"config key {key} must be a string, got {value!r}")
-    base = origin or tp
-    if base in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise UserError(f"config key {key} must be a list, got {value!r}")
-    if base is dict:
-        if isinstance(value, dict):
-            return value
-        raise UserError(f"config key {key} must be a mapping, got {value!r}")
     return value
+
+
+def _as_int(value, tp, key):
+    value = _from_string(value, int)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > checks.MAX_INT:
+            raise UserError(f"config key {key} must be an integer of at most 63 bits, got {value}")
+        return value
+    raise UserError(f"config key {key} must be an integer, got {value!r}")
+
+
+def _as_float(value, tp, key):
+    value = _from_string(value, float)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise UserError(f"config key {key} must be a finite number, got {value!r}")
+        return number
+    raise UserError(f"config key {key} must be a number, got {value!r}")
+
+
+def _as_str(value, tp, key):
+    if isinstance(value, str):
+        return value
+    raise UserError(f"config key {key} must be a string, got {value!r}")
+
+
+def _as_list(value, tp, key):
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise UserError(f"config key {key} must be a list, got {value!r}")
+
+
+def _as_dict(value, tp, key):
+    if isinstance(value, dict):
+        return value
+    raise UserError(f"config key {key} must be a mapping, got {value!r}")
+
+
+_CHECKS = {type(None): _as_none, bool: _as_bool, int: _as_int, float: _as_float, str: _as_str, list: _as_list,
+           tuple: _as_list, dict: _as_dict}
 
 
 def from_dict(cls, data: dict | None, section: str):
@@ -275,7 +302,17 @@ _METHOD_INTS = {"s0": 1, "s1": 1, "num_scales": 2, "stage_steps": 1, "solver_ste
 
 def validate(cfg: RunConfig) -> None:
     """Ranges and cross-field checks, before anything is built: a bad value is one error naming its key."""
-    t = cfg.train
+    _validate_train(cfg.train)
+    _validate_method(cfg.method)
+    _validate_sample(cfg.sample, cfg.method)
+    modality = get_modality(cfg.modality)
+    hook = getattr(modality, "validate_config", None)
+    if hook is not None:
+        hook(cfg)  # data and codec ranges, in the modality's terms
+    check_network_size(cfg)
+
+
+def _validate_train(t) -> None:
     checks.integer(t.steps, "train.steps", 1, 10**12)
     checks.integer(t.batch_size, "train.batch_size", 1, checks.MAX_BATCH)
     checks.number(t.lr, "train.lr", 0, lo_open=True)
@@ -288,6 +325,8 @@ def validate(cfg: RunConfig) -> None:
     checks.number(t.lr_min, "train.lr_min", 0)
     if t.lr_min > t.lr:
         raise UserError(f"train.lr_min ({t.lr_min}) must not exceed train.lr ({t.lr})")
+    if isinstance(t.bf16, str) and t.bf16 != "auto":
+        raise UserError(f"train.bf16 must be true, false or auto, got {t.bf16!r}")
     checks.number(t.grad_clip, "train.grad_clip", 0, lo_open=True)
     checks.number(t.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
     checks.integer(t.checkpoint_every, "train.checkpoint_every", 1)
@@ -301,7 +340,9 @@ def validate(cfg: RunConfig) -> None:
     checks.integer(t.samples, "train.samples", 0, 100_000)
     if not 0 <= t.cond_dropout < 1:
         raise UserError(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
-    m = cfg.method
+
+
+def _validate_method(m) -> None:
     for key, allowed in (("target", ("stopgrad", "ema")), ("distance", ("pseudo_huber", "l2")), ("weighting", ("gap", "edm"))):
         value = getattr(m, key, allowed[0])
         if value not in allowed:
@@ -322,7 +363,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"method.s1 ({m.s1}) must not be below method.s0 ({m.s0})")
     if METHODS[m.name].needs_teacher and not m.teacher:
         raise UserError(f"method.name {m.name} needs method.teacher (a teacher run directory or checkpoint)")
-    s = cfg.sample
+
+
+def _validate_sample(s, m) -> None:
     checks.steps(s.steps, "sample.steps")
     checks.batch_size(s.batch_size, "sample.batch_size")
     if s.sampler not in ("heun", "euler"):
@@ -340,11 +383,6 @@ def validate(cfg: RunConfig) -> None:
             checks.number(v, f"sample.sigmas[{key}]", 0, m.sigma_max, lo_open=True)
         if any(b > a for a, b in zip(levels, levels[1:])):
             raise UserError(f"sample.sigmas[{key}] must never rise, got {levels}")
-    modality = get_modality(cfg.modality)
-    hook = getattr(modality, "validate_config", None)
-    if hook is not None:
-        hook(cfg)  # data and codec ranges, in the modality's terms
-    check_network_size(cfg)
 
 
 def check_network_size(cfg: RunConfig) -> int:

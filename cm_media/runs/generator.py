@@ -82,7 +82,14 @@ class Generator:
 
     def shape(self, **options: Any) -> tuple[int, ...]:
         """(C, *axes) of one sample with the modality's options (e.g. seconds); at most checks.MAX_SAMPLE_ELEMENTS
-        model values (the modality states its limit in its own units first)."""
+        model values (the modality states its limit in its own units first). An option the modality does not
+        honour (--seconds for the sounding-digits model, whose clips have one length) is an error, not ignored."""
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.modality.option_names())
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            takes = ", ".join("--" + k.replace("_", "-") for k in sorted(self.modality.option_names()))
+            raise UserError(f"{flags}: not an option of this {self.modality.name} model ({self.source}), which "
+                            + (f"takes {takes}" if takes else "takes no generate options"))
         shape = tuple(self.modality.sample_shape(self.cfg, self.codec, **options))
         if math.prod(shape) > checks.MAX_SAMPLE_ELEMENTS:
             raise UserError(f"one sample of shape {shape} holds {math.prod(shape):,} model values, above the limit "

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -27,8 +28,9 @@ from cm_media.methods import METHODS, build_method
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs import distributed
+from cm_media.runs import distributed, precision
 from cm_media.runs.config import RunConfig, dump_config
+from cm_media.runs.ema import update_ema
 from cm_media.runs.loader import resolve_source, weights_of
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 from cm_media.runs.teacher import load_teacher
@@ -55,14 +57,6 @@ def lr_at(step: int, cfg) -> float:
     frac = min(1.0, (step - cfg.warmup_steps) / span)  # 0 after the warmup, 1 at train.steps
     shape = 0.5 * (1 + math.cos(math.pi * frac)) if decay == "cosine" else 1 - frac
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * shape
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):  # buffers follow the model (an autoencoder's latent_scale)
-        e.copy_(b)
 
 
 def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
@@ -159,8 +153,16 @@ def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen,
     if bad:  # never written: the newest checkpoint on disk stays the last good state
         raise TrainingError(f"stopped at step {step}: non-finite weights ({bad[0]}); not writing a checkpoint of them")
     path = ckpt.checkpoint_path(run_dir, step)
-    with files.writing(path):
-        ckpt.save_checkpoint(path, tensors, meta)
+    try:
+        with files.writing(path):
+            ckpt.save_checkpoint(path, tensors, meta)
+    except ckpt.NoSpace as exc:  # the newest checkpoint on disk is untouched: --resume continues from it
+        before = ckpt.latest_checkpoint(run_dir)
+        kept = f"{before.name} is intact" if before else "no checkpoint was written yet"
+        raise TrainingError(
+            f"run folder {run_dir}: the disk is full; the checkpoint of step {step} needs "
+            f"{ckpt.megabytes(exc.needed)} ({ckpt.megabytes(exc.free)} free); {kept}: free space and continue "
+            "with --resume") from None
     for _, old in ckpt.step_checkpoints(run_dir)[:-keep]:  # only after the new one is safely written
         if old != path:
             old.unlink(missing_ok=True)
@@ -199,7 +201,63 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         return _train(cfg, run_dir, resume, progress)
 
 
+@dataclasses.dataclass
+class Training:
+    """Everything a run's loop reads and updates, built once by `setup`."""
+
+    cfg: RunConfig
+    run_dir: Path
+    dd: distributed.Dist
+    device: torch.device
+    dataset: Any
+    codec: Any
+    conditions: list
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    method: Any
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    net: torch.nn.Module = None  # the model, or its DDP wrapper
+    thread_monitor: Any = None
+    step: int = 0
+    bad_steps: int = 0
+    last: Path | None = None  # the newest checkpoint written (or resumed from)
+    grad_norm: Any = math.nan
+
+    @property
+    def local_batch(self) -> int:
+        return self.cfg.train.batch_size // self.dd.world
+
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a tensor drawn for the global batch."""
+        return t[self.dd.rank * self.local_batch: (self.dd.rank + 1) * self.local_batch]
+
+
 def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
+    run = setup(cfg, run_dir, resume, progress)
+    tc = run.cfg.train
+    if run.step >= tc.steps:
+        return run.last
+    log = TrainingLog(run, progress)
+    try:
+        with _Stop() as stop:
+            while run.step < tc.steps:
+                loss = train_step(run, stop)
+                run.step += 1
+                log.record(loss)
+                if run.step % tc.checkpoint_every == 0 or run.step == tc.steps or stop.requested:
+                    run.last = checkpoint(run)
+                if stop.requested:
+                    log.write(f"stopped at step {run.step}; checkpoint {run.last} (continue with --resume)")
+                    break
+    finally:
+        log.close()
+    return run.last
+
+
+def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Training:
+    """Build a run once: the resumed state (if any), device and processes, data, codec, network, method,
+    optimizer and EMA; writes the resolved config.yaml."""
     existing = ckpt.latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise UserError(f"run directory {run_dir} already has checkpoints; pass --resume or choose another --out")
@@ -208,25 +266,8 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     thread_monitor = threads.training_monitor(tc.threads)
     # store the preset's resolved arguments, so later preset edits cannot break this run's checkpoints
     cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
-    restored = None
-    if resume and existing is not None:  # the newest checkpoint that loads; damaged newer ones are moved aside
-        restored = ckpt.newest_intact(run_dir)
-        if restored is None:
-            raise UserError(f"no intact checkpoint in {run_dir / 'checkpoints'} to resume from (damaged ones were "
-                            "renamed *.corrupt); start a new run with another --out")
-        existing = restored[0]
-        mismatch = _resume_mismatch(restored[2]["config"], cfg)
-        if mismatch:
-            raise UserError(f"cannot --resume {run_dir}: {mismatch}; resume with the run's own config "
-                            f"({run_dir / 'config.yaml'}) or choose another --out")
-    device = resolve_device(tc.device)
-    dd = distributed.init_from_env(device.type)
-    if dd.enabled and device.type == "cuda":
-        device = torch.device("cuda", dd.local_rank)
-        torch.cuda.set_device(device)
-    if tc.batch_size % dd.world:
-        raise UserError(f"train.batch_size {tc.batch_size} is not divisible by the {dd.world} processes")
-    local_batch = tc.batch_size // dd.world
+    restored = _resumable(cfg, run_dir) if resume and existing is not None else None
+    device, dd = _placement(tc)
     torch.manual_seed(tc.seed + dd.rank)  # dropout differs per rank; data and noise come from `gen`
     gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank: global batch indices and noise
     modality = get_modality(cfg.modality)
@@ -238,7 +279,6 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     modality, codec, model = build_model(cfg)
     if isinstance(codec, torch.nn.Module):
         codec.to(device).eval().requires_grad_(False)
-    encode_in_loop = getattr(dataset, "encoded", True) is False  # media batches, encoded on the device below
     model.to(device).train()
     teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].wants_teacher(cfg.method) else None
     method = build_method(cfg.method, model, tc.steps, teacher, conditions)  # CD / ECT start from the teacher
@@ -248,129 +288,197 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
         module.to(device)
     distributed.broadcast_(method.trainable_parameters(), dd)  # one initialization of sCM's weighting on every rank
     opt = make_optimizer([*model.parameters(), *method.trainable_parameters()], tc)  # + sCM's adaptive weight
-    start, bad_steps = 0, 0
+    run = Training(cfg, run_dir, dd, device, dataset, codec, conditions, model, ema, method, opt, gen,
+                   thread_monitor=thread_monitor, last=existing)
     if tc.init_from and restored is None:
         fresh = init_weights(model, tc.init_from)
         ema.load_state_dict(model.state_dict())
         if dd.main and progress:
             print(f"initialized from {tc.init_from}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
     if restored is not None:
-        _, tensors, meta = restored
-        try:
-            model.load_state_dict(ckpt.prefixed(tensors, "model"))
-            ema.load_state_dict(ckpt.prefixed(tensors, "ema"))
-            for name, module in method.state_modules().items():
-                module.load_state_dict(ckpt.prefixed(tensors, name))
-            ckpt.load_optimizer(opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
-            _restore_rng(tensors, gen)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot --resume from {existing}: it does not fit this config "
-                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        start, bad_steps = meta["step"], meta["bad_steps"]
-        del tensors, restored
+        restore(run, *restored)
     if dd.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with files.writing(run_dir / "config.yaml"):
             ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
-    last = existing
-    if start >= tc.steps:
-        return last
-    net = model
+    note = precision.slow_bf16_note(tc.bf16, device)
+    if note and dd.main and progress:
+        print(f"warning: {note}")
+    run.net = model
     if dd.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    metrics = open(run_dir / "metrics.jsonl", "a") if dd.main else None
-    bar = tqdm(total=tc.steps, initial=start, disable=not (progress and dd.main), desc="train", dynamic_ncols=True)
-    t0, window, window_bad = time.perf_counter(), [], 0
-    step, grad_norm = start, math.nan
+        run.net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
-    def checkpoint():  # rank 0 writes; the others wait so nobody runs ahead of a half-written state
-        if dd.main:
-            save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, tc.keep_checkpoints)
-        distributed.barrier(dd)
-        return ckpt.checkpoint_path(run_dir, step)
 
+def _placement(tc) -> tuple[torch.device, distributed.Dist]:
+    """The device and the process group (torchrun): one GPU per process, the batch split between them."""
+    device = resolve_device(tc.device)
+    dd = distributed.init_from_env(device.type)
+    if dd.enabled and device.type == "cuda":
+        device = torch.device("cuda", dd.local_rank)
+        torch.cuda.set_device(device)
+    if tc.batch_size % dd.world:
+        raise UserError(f"train.batch_size {tc.batch_size} is not divisible by the {dd.world} processes")
+    return device, dd
+
+
+def _resumable(cfg: RunConfig, run_dir: Path):
+    """(path, tensors, meta) of the newest checkpoint that loads and fits `cfg`; damaged newer ones are moved
+    aside."""
+    restored = ckpt.newest_intact(run_dir)
+    if restored is None:
+        raise UserError(f"no intact checkpoint in {run_dir / 'checkpoints'} to resume from (damaged ones were "
+                        "renamed *.corrupt); start a new run with another --out")
+    mismatch = _resume_mismatch(restored[2]["config"], cfg)
+    if mismatch:
+        raise UserError(f"cannot --resume {run_dir}: {mismatch}; resume with the run's own config "
+                        f"({run_dir / 'config.yaml'}) or choose another --out")
+    return restored
+
+
+def restore(run: Training, path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Continue from a checkpoint: weights, EMA, method networks, optimizer, RNG states, step counters."""
     try:
-        with _Stop() as stop:
-            while step < tc.steps:
-                if thread_monitor is not None:
-                    thread_monitor.step()
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, tc)
-                idx = torch.randint(0, len(dataset), (tc.batch_size,), generator=gen)
-                idx = idx[dd.rank * local_batch: (dd.rank + 1) * local_batch]  # this rank's shard of the global batch
-                x0 = get_batch(dataset, idx).to(device, non_blocking=True)  # [B, C, *axes]
-                if encode_in_loop:
-                    with torch.no_grad():
-                        x0 = codec.encode(x0)
-                cond = {k: v.to(device) for k, v in get_cond(dataset, idx).items()}
-                cond.update(derived_conditions(conditions, x0))  # frame conditions: cut from each clean sample
-                if conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
-                    drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_dropout
-                    cond = drop_conditions(conditions, cond, drop[dd.rank * local_batch: (dd.rank + 1) * local_batch])
-                with autocast:
-                    per_sample = method.loss(net, x0, step, gen, cond or None)  # [B]
-                loss = per_sample.float().mean()
-                opt.zero_grad(set_to_none=True)
-                # one reduction carries the global loss (for the NaN guard and logs) and any stop request
-                shared = torch.stack([loss.detach().float(), torch.tensor(float(stop.requested), device=loss.device)])
-                if dd.enabled:
-                    shared = torch.stack([distributed.all_reduce_(shared[:1].clone(), "sum", dd)[0] / dd.world,
-                                          distributed.all_reduce_(shared[1:].clone(), "max", dd)[0]])
-                global_loss, stop.requested = shared[0].item(), bool(shared[1].item())
-                finite = math.isfinite(global_loss)
-                if finite:
-                    loss.backward()
-                    if dd.enabled:  # what DDP's hooks did not reduce: the method's networks, a JVP's unwrapped model
-                        distributed.average_gradients(
-                            [*(model.parameters() if method.bypasses_ddp else ()), *method.trainable_parameters()], dd)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    finite = bool(torch.isfinite(grad_norm))  # the same on every rank: gradients are reduced
-                if not finite:  # a non-finite loss or gradient: skip the step, count it
-                    bad_steps += 1
-                    window_bad += 1
-                    if bad_steps > tc.max_bad_steps:
-                        raise TrainingError(
-                            f"stopped at step {step}: {bad_steps} non-finite losses or gradients "
-                            f"(lower train.lr or enable train.bf16); last checkpoint: {last or 'none yet'}")
-                else:
-                    opt.step()
-                    if not ckpt.finite_norm([*model.parameters(), *method.trainable_parameters()]):
-                        raise TrainingError(  # nothing of this step reaches a checkpoint
-                            f"stopped at step {step}: the optimizer step made weights non-finite (train.lr "
-                            f"{tc.lr:g} too high?); last good checkpoint: {last or 'none yet'}")
-                    update_ema(ema, model, ema_warmup_decay(tc.ema_decay, step))
-                    method.after_step(model, step)
-                    window.append(global_loss)
-                step += 1
-                bar.update(1)
-                if metrics is not None and (step % tc.log_every == 0 or step == tc.steps):
-                    gn = float(grad_norm)
-                    rec = {
-                        "step": step,
-                        # null when every step of the window had a non-finite loss (counted in nonfinite_steps)
-                        "loss": sum(window) / len(window) if window else None,
-                        "lr": opt.param_groups[0]["lr"],
-                        "grad_norm": gn if math.isfinite(gn) else None,
-                        "num_steps": method.num_steps(step - 1),
-                        "bad_steps": bad_steps,
-                        "nonfinite_steps": window_bad,
-                        "elapsed_s": round(time.perf_counter() - t0, 3),
-                        **method.log_values(),  # e.g. a codec run's reconstruction PSNR
-                    }
-                    with files.writing(run_dir / "metrics.jsonl"):
-                        metrics.write(json.dumps(rec) + "\n")
-                        metrics.flush()
-                    bar.set_postfix(loss="non-finite" if rec["loss"] is None else f"{rec['loss']:.4f}",
-                                    N=rec["num_steps"])
-                    window, window_bad = [], 0
-                if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
-                    last = checkpoint()
-                if stop.requested:
-                    bar.write(f"stopped at step {step}; checkpoint {last} (continue with --resume)")
-                    break
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-    return last
+        run.model.load_state_dict(ckpt.prefixed(tensors, "model"))
+        run.ema.load_state_dict(ckpt.prefixed(tensors, "ema"))
+        for name, module in run.method.state_modules().items():
+            module.load_state_dict(ckpt.prefixed(tensors, name))
+        ckpt.load_optimizer(run.opt, ckpt.prefixed(tensors, "optim"), meta["optimizer"])
+        _restore_rng(tensors, run.gen)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot --resume from {path}: it does not fit this config "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    run.step, run.bad_steps, run.last = meta["step"], meta["bad_steps"], path
+
+
+def draw_batch(run: Training) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """This rank's share of a global batch: x0 [B, C, *axes] as model tensors, and its conditions (dropped for
+    classifier-free guidance at train.cond_dropout)."""
+    tc = run.cfg.train
+    idx = run.shard(torch.randint(0, len(run.dataset), (tc.batch_size,), generator=run.gen))
+    x0 = get_batch(run.dataset, idx).to(run.device, non_blocking=True)  # [B, C, *axes]
+    if getattr(run.dataset, "encoded", True) is False:  # media batches (a learned codec): encoded on the device
+        with torch.no_grad():
+            x0 = run.codec.encode(x0)
+    cond = {k: v.to(run.device) for k, v in get_cond(run.dataset, idx).items()}
+    cond.update(derived_conditions(run.conditions, x0))  # frame conditions: cut from each clean sample
+    if run.conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
+        drop = torch.rand(tc.batch_size, generator=run.gen) < tc.cond_dropout
+        cond = drop_conditions(run.conditions, cond, run.shard(drop))
+    return x0, cond
+
+
+def train_step(run: Training, stop: _Stop) -> float | None:
+    """One step of the method's loss: the global mean loss, or None for a skipped non-finite step."""
+    tc = run.cfg.train
+    if run.thread_monitor is not None:
+        run.thread_monitor.step()
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(run.step, tc)
+    x0, cond = draw_batch(run)
+    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16,
+                        enabled=precision.resolve_bf16(tc.bf16, run.device)):
+        per_sample = run.method.loss(run.net, x0, run.step, run.gen, cond or None)  # [B]
+    loss = per_sample.float().mean()
+    run.opt.zero_grad(set_to_none=True)
+    global_loss = _reduce_loss_and_stop(run, loss, stop)
+    finite = math.isfinite(global_loss)
+    if finite:
+        loss.backward()
+        finite = _clip_gradients(run)
+    if not finite:  # a non-finite loss or gradient: skip the step, count it
+        run.bad_steps += 1
+        if run.bad_steps > tc.max_bad_steps:
+            raise TrainingError(
+                f"stopped at step {run.step}: {run.bad_steps} non-finite losses or gradients "
+                f"(lower train.lr or enable train.bf16); last checkpoint: {run.last or 'none yet'}")
+        return None
+    run.opt.step()
+    if not ckpt.finite_norm([*run.model.parameters(), *run.method.trainable_parameters()]):
+        raise TrainingError(  # nothing of this step reaches a checkpoint
+            f"stopped at step {run.step}: the optimizer step made weights non-finite (train.lr "
+            f"{tc.lr:g} too high?); last good checkpoint: {run.last or 'none yet'}")
+    update_ema(run.ema, run.model, ema_warmup_decay(tc.ema_decay, run.step))
+    run.method.after_step(run.model, run.step)
+    return global_loss
+
+
+def _reduce_loss_and_stop(run: Training, loss: torch.Tensor, stop: _Stop) -> float:
+    """One reduction carries the global loss (for the NaN guard and logs) and any rank's stop request."""
+    dd = run.dd
+    shared = torch.stack([loss.detach().float(), torch.tensor(float(stop.requested), device=loss.device)])
+    if dd.enabled:
+        shared = torch.stack([distributed.all_reduce_(shared[:1].clone(), "sum", dd)[0] / dd.world,
+                              distributed.all_reduce_(shared[1:].clone(), "max", dd)[0]])
+    global_loss, stop.requested = shared[0].item(), bool(shared[1].item())
+    return global_loss
+
+
+def _clip_gradients(run: Training) -> bool:
+    """Reduce what DDP did not, clip to train.grad_clip; whether the gradient norm is finite (the same on every
+    rank: gradients are reduced)."""
+    if run.dd.enabled:  # what DDP's hooks did not reduce: the method's networks, a JVP's unwrapped model
+        distributed.average_gradients(
+            [*(run.model.parameters() if run.method.bypasses_ddp else ()), *run.method.trainable_parameters()],
+            run.dd)
+    run.grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    return bool(torch.isfinite(run.grad_norm))
+
+
+def checkpoint(run: Training) -> Path:
+    """Rank 0 writes the training state; the others wait so nobody runs ahead of a half-written state."""
+    if run.dd.main:
+        save_training_state(run.run_dir, run.step, run.cfg, run.model, run.ema, run.codec, run.method, run.opt,
+                            run.gen, run.bad_steps, run.cfg.train.keep_checkpoints)
+    distributed.barrier(run.dd)
+    return ckpt.checkpoint_path(run.run_dir, run.step)
+
+
+class TrainingLog:
+    """metrics.jsonl (rank 0) every train.log_every steps, averaged over the window, and the progress bar."""
+
+    def __init__(self, run: Training, progress: bool):
+        self.run = run
+        main = run.dd.main
+        self.metrics = open(run.run_dir / "metrics.jsonl", "a") if main else None
+        self.bar = tqdm(total=run.cfg.train.steps, initial=run.step, disable=not (progress and main), desc="train",
+                        dynamic_ncols=True)
+        self.t0, self.window, self.window_bad = time.perf_counter(), [], 0
+
+    def record(self, loss: float | None) -> None:
+        """After step `run.step`: a finite loss joins the window, None counts a skipped step."""
+        run, tc = self.run, self.run.cfg.train
+        if loss is None:
+            self.window_bad += 1
+        else:
+            self.window.append(loss)
+        self.bar.update(1)
+        if self.metrics is None or not (run.step % tc.log_every == 0 or run.step == tc.steps):
+            return
+        gn = float(run.grad_norm)
+        rec = {
+            "step": run.step,
+            # null when every step of the window had a non-finite loss (counted in nonfinite_steps)
+            "loss": sum(self.window) / len(self.window) if self.window else None,
+            "lr": run.opt.param_groups[0]["lr"],
+            "grad_norm": gn if math.isfinite(gn) else None,
+            "num_steps": run.method.num_steps(run.step - 1),
+            "bad_steps": run.bad_steps,
+            "nonfinite_steps": self.window_bad,
+            "elapsed_s": round(time.perf_counter() - self.t0, 3),
+            **run.method.log_values(),  # e.g. a codec run's reconstruction PSNR
+        }
+        with files.writing(run.run_dir / "metrics.jsonl"):
+            self.metrics.write(json.dumps(rec) + "\n")
+            self.metrics.flush()
+        self.bar.set_postfix(loss="non-finite" if rec["loss"] is None else f"{rec['loss']:.4f}", N=rec["num_steps"])
+        self.window, self.window_bad = [], 0
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()

@@ -100,27 +100,34 @@ class Exchange(nn.Module):
         return hv, ha
 
 
+def _check(cfg: JointNetConfig) -> None:
+    """The shapes the two towers can take: the flat tensor, sizes that halve evenly at every level, audio frames
+    that line up with video frames at the deepest level."""
+    if cfg.in_channels != 1 or cfg.dims != 1:
+        raise ValueError("arch av_joint takes the flat sounding-video tensor [B, 1, D] of modality av")
+    vp, (fp, tp) = cfg.video_patch, cfg.audio_patch
+    scale = 2 ** (len(cfg.channel_mult) - 1)
+    if cfg.size % (vp * scale) or cfg.bins % (fp * scale) or cfg.spec_frames % (tp * scale):
+        raise ValueError(f"size {cfg.size}, bins {cfg.bins} and spec_frames {cfg.spec_frames} must be multiples "
+                         f"of their patch times 2^(levels-1) = {scale}")
+    if cfg.audio_tail and not cfg.keypoints:
+        raise ValueError("backbone.audio_tail reads the digit's keypoints: set backbone.keypoints > 0")
+    if (cfg.spec_frames // (tp * scale)) % cfg.frames:
+        raise ValueError(f"the audio tower's deepest level has {cfg.spec_frames // (tp * scale)} frames, not a "
+                         f"multiple of the {cfg.frames} video frames: use a smaller audio_patch or fewer levels")
+
+
 class JointNet(nn.Module):
     """F(x [B, 1, D], c_noise [B] (or [B, 2] per stream with `stream_noise`), cond) -> [B, 1, D]: two UNets
     (video, audio) joined by Exchange at every block."""
 
     def __init__(self, cfg: JointNetConfig):
         super().__init__()
-        if cfg.in_channels != 1 or cfg.dims != 1:
-            raise ValueError("arch av_joint takes the flat sounding-video tensor [B, 1, D] of modality av")
+        _check(cfg)
         self.cfg = cfg
         self.layout = AVLayout(cfg.frames, cfg.size, round(cfg.spec_frames), cfg.bins, cfg.spec_frames)
         levels = len(cfg.channel_mult)
         vp, (fp, tp) = cfg.video_patch, cfg.audio_patch
-        scale = 2 ** (levels - 1)
-        if cfg.size % (vp * scale) or cfg.bins % (fp * scale) or cfg.spec_frames % (tp * scale):
-            raise ValueError(f"size {cfg.size}, bins {cfg.bins} and spec_frames {cfg.spec_frames} must be multiples "
-                             f"of their patch times 2^(levels-1) = {scale}")
-        if cfg.audio_tail and not cfg.keypoints:
-            raise ValueError("backbone.audio_tail reads the digit's keypoints: set backbone.keypoints > 0")
-        if (cfg.spec_frames // (tp * scale)) % cfg.frames:
-            raise ValueError(f"the audio tower's deepest level has {cfg.spec_frames // (tp * scale)} frames, not a "
-                             f"multiple of the {cfg.frames} video frames: use a smaller audio_patch or fewer levels")
         ch = cfg.channels
         emb_dim = 4 * ch
         self.embed = NoiseEmbedding(ch, emb_dim, cfg.cond)
@@ -139,13 +146,7 @@ class JointNet(nn.Module):
         def ablock(i, o):
             return ResBlock(2, i, o, emb_dim, cfg.dropout, 3)
 
-        def xchg(c, level):
-            found = [Exchange(c, c, cfg.video_grid, cfg.audio_bands) if cfg.exchange else None]
-            if cfg.keypoints and level in cfg.keypoint_levels:
-                audio_frames = cfg.spec_frames // (tp * 2 ** level)
-                found.append(KeypointExchange(c, c, cfg.keypoints, cfg.keypoint_hidden,
-                                              frame_to_audio_times(cfg.frames, audio_frames, cfg.spec_frames)))
-            return found
+        xchg = self._exchanges
 
         self.down, skips, cur = nn.ModuleList(), [ch], ch
         for level, mult in enumerate(cfg.channel_mult):
@@ -177,6 +178,17 @@ class JointNet(nn.Module):
             return nn.Sequential(GroupNorm(norm_groups(cur), cur), nn.SiLU(), zero_module(conv_nd(dims, cur, out, 3, padding=1)))
 
         self.v_out, self.a_out = head(3, vp * vp), head(2, 2 * fp * tp)
+
+    def _exchanges(self, c: int, level: int) -> list:
+        """What joins the towers after a block at `level`: the Exchange (None without it), and the keypoint
+        reader where `keypoint_levels` names the level."""
+        cfg, tp = self.cfg, self.cfg.audio_patch[1]
+        found = [Exchange(c, c, cfg.video_grid, cfg.audio_bands) if cfg.exchange else None]
+        if cfg.keypoints and level in cfg.keypoint_levels:
+            audio_frames = cfg.spec_frames // (tp * 2 ** level)
+            found.append(KeypointExchange(c, c, cfg.keypoints, cfg.keypoint_hidden,
+                                          frame_to_audio_times(cfg.frames, audio_frames, cfg.spec_frames)))
+        return found
 
     def _block(self, blocks, hv, ha, emb_v, emb_a):
         vb, ab, x, *kp = blocks

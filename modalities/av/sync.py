@@ -126,6 +126,23 @@ def track_positions(video, floor: float = FLOOR, min_peak: float = MIN_PEAK) -> 
     return pos
 
 
+def _first_move(p, i, lo, hi, hysteresis, edge, turns):
+    """Before the track first moves by `hysteresis`: follow the running minimum and maximum plateaus (lo, hi);
+    once frame i leaves one of them by `hysteresis`, that extreme is a turn if the track reached it by `edge`
+    from the first frame. Returns (the new direction, the new extreme's plateau), or None while not moved."""
+    for run, sign in ((lo, -1), (hi, 1)):
+        if sign * (p[i] - p[run[1]]) > 0:
+            run[:] = [i, i]
+        elif p[i] == p[run[1]] and run[1] == i - 1:
+            run[1] = i
+    for run, sign in ((lo, -1), (hi, 1)):  # sign: the side of the extreme
+        if sign * (p[run[0]] - p[i]) >= hysteresis - _EPS:  # left the extreme by `hysteresis`
+            if sign * (p[run[0]] - p[0]) >= edge - _EPS:  # ... after reaching it from the first frame
+                turns.append((run[0] + run[1]) / 2)
+            return -sign, [i, i]
+    return None
+
+
 def turning_points(p: np.ndarray, hysteresis: float = HYSTERESIS, edge: float = EDGE_HYSTERESIS) -> list[float]:
     """Frame indices where the 1-D track p [T] turns (a zig-zag filter): a local extreme that the track reached
     after moving at least `hysteresis` towards it from the previous turn (`edge` from the first frame) and then
@@ -140,17 +157,7 @@ def turning_points(p: np.ndarray, hysteresis: float = HYSTERESIS, edge: float = 
     ext = [0, 0]  # the plateau of the running extreme in `direction`
     for i in range(1, len(p)):
         if direction == 0:
-            for run, sign in ((lo, -1), (hi, 1)):
-                if sign * (p[i] - p[run[1]]) > 0:
-                    run[:] = [i, i]
-                elif p[i] == p[run[1]] and run[1] == i - 1:
-                    run[1] = i
-            for run, sign in ((lo, -1), (hi, 1)):  # sign: the side of the extreme
-                if sign * (p[run[0]] - p[i]) >= hysteresis - _EPS:  # left the extreme by `hysteresis`
-                    if sign * (p[run[0]] - p[0]) >= edge - _EPS:  # ... after reaching it from the first frame
-                        turns.append((run[0] + run[1]) / 2)
-                    direction, ext = -sign, [i, i]
-                    break
+            direction, ext = _first_move(p, i, lo, hi, hysteresis, edge, turns) or (0, ext)
             continue
         if direction * (p[i] - p[ext[1]]) > 0:  # a new extreme
             ext = [i, i]
