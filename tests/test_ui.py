@@ -227,6 +227,18 @@ def test_limits_and_conditions_without_a_server(server):
     assert bench_table(server.store.info("audio"), ROOT / "no-such-folder") == ("", None)
 
 
+def test_any_condition_captions_name_the_drawn_classes(server):
+    """With no condition asked, each sample's caption names the class generate drew for it, truly."""
+    from cm_media.ui import handlers
+
+    r = handlers.generate(server.store, server.outputs, "image", [], n=5, cfg_scale=1.5, seed=3)
+    drawn = [s.caption.removeprefix("any: class=") for s in r.shown]
+    assert len(drawn) == 5 and all(s.caption.startswith("any: class=") for s in r.shown)
+    gen, bf16 = server.store.get("image"), server.store.bf16
+    named = gen.generate(5, seed=3, cond={"class": drawn}, cfg_scale=1.5, bf16=bf16)
+    assert torch.allclose(gen.generate(5, seed=3, cfg_scale=1.5, bf16=bf16), named, atol=1e-6)
+
+
 def test_results_folder_is_bounded_and_removed(tmp_path):
     old = Outputs(tmp_path / "a", keep=2, max_age_s=0, most=3)  # everything past the last 2 has expired
     made = [old.new("generate") for _ in range(5)]

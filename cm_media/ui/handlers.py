@@ -119,6 +119,24 @@ def _labels(cond: dict[str, str], n: int, info: ModelInfo, first_frame: bool) ->
     return out
 
 
+def _drawn(gen, n: int, seed: int, shape: tuple[int, ...]) -> list[str]:
+    """For a request that names no condition: the classes `generate` drew for each sample ("any: class=7"), by
+    the same batches and generators (Generator.batch_conditions); [] where it draws none."""
+    classes = [c for c in gen.conditions if c.kind == "class"]
+    if not classes:
+        return []
+    draw, per, out = gen.batch_conditions(None, n, seed), gen.batch_for(shape), []
+    for start in range(0, n, per):
+        b = min(per, n - start)
+        picked = draw(start, b)
+        if not picked:
+            return []
+        for j in range(b):
+            out.append("any: " + ", ".join(f"{c.name}={c.classes[int(picked[c.name][j])]}" for c in classes
+                                           if c.name in picked))
+    return out
+
+
 def nfe(gen, steps: int, cfg_scale: float | None, cond: dict) -> int:
     """Network evaluations per sample: steps (EDM: 2N - 1 Heun evaluations), doubled by classifier-free guidance
     (a conditional model that is not a guided student, at a scale other than 1)."""
@@ -179,6 +197,8 @@ def generate(store: ModelStore, outputs: Outputs, model: str, conditions=(), fir
     t1 = time.perf_counter()
     labels = _labels({k: v for k, v in cond.items() if info.frames is None or k != info.frames.name}, n, info,
                      info.frames is not None and info.frames.name in cond)
+    if not cond:
+        labels = _drawn(gen, n, seed, gen.shape(**options)) or labels
     shown, files = _write(gen, info, media, folder, _slug(model), options, labels)
     elapsed = time.perf_counter() - t0
     args = [*_cond_args({k: v for k, v in cond.items() if info.frames is None or k != info.frames.name}),
