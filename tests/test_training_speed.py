@@ -45,3 +45,16 @@ def test_foreach_ema_is_the_lerp_of_every_parameter_and_copies_buffers():
     update_ema(ema, model, 0.0)  # decay 0: the EMA is the model
     for e, p in zip(ema.parameters(), model.parameters()):
         torch.testing.assert_close(e, p)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_generation_default_bf16_only_where_bf16_is_fast_and_explicit_requests_win(monkeypatch, fast):
+    """A bundled model's sample.bf16 default becomes float32 on a CPU without native bf16; bf16=True/False force."""
+    import cm_media
+    from cm_media.runs import generator
+
+    monkeypatch.setattr(generator, "bf16_is_fast", lambda device: fast)
+    gen = cm_media.load("image")
+    assert gen.cfg.sample.bf16 is True
+    assert gen.options().bf16 is fast
+    assert gen.options(bf16=True).bf16 is True and gen.options(bf16=False).bf16 is False
