@@ -79,6 +79,11 @@ def build_model(cfg: RunConfig):
     return a.modality, a.codec, a.model
 
 
+def run_conditions(cfg: RunConfig) -> list[Condition]:
+    """The conditions a stored run config's network takes (its `backbone.cond`), without building anything."""
+    return conditions_from_spec(cfg.backbone.get("cond"))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
