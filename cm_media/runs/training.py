@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -290,8 +291,8 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Traini
         with files.writing(run_dir / "config.yaml"):
             ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
     note = precision.slow_bf16_note(tc.bf16, device)
-    if note and dd.main and progress:
-        print(f"warning: {note}")
+    if note and dd.main:  # on stderr even without a progress bar: it explains a many times slower run
+        print(f"warning: {note}", file=sys.stderr)
     run.net = model
     if dd.enabled:
         run.net = torch.nn.parallel.DistributedDataParallel(
