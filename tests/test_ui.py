@@ -26,7 +26,7 @@ pytest.importorskip("gradio")
 
 from cm_media.errors import UserError  # noqa: E402
 from cm_media.ui import limits, serve  # noqa: E402
-from cm_media.ui.handlers import bench_table, condition_request  # noqa: E402
+from cm_media.ui.handlers import Outputs, bench_table, condition_request  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_FRAME = ROOT / "modalities" / "video" / "pretrained_footage" / "first_frame.png"
@@ -227,6 +227,29 @@ def test_limits_and_conditions_without_a_server(server):
     assert bench_table(server.store.info("audio"), ROOT / "no-such-folder") == ("", None)
 
 
+def test_any_condition_captions_name_the_drawn_classes(server):
+    """With no condition asked, each sample's caption names the class generate drew for it, truly."""
+    from cm_media.ui import handlers
+
+    r = handlers.generate(server.store, server.outputs, "image", [], n=5, cfg_scale=1.5, seed=3)
+    drawn = [s.caption.removeprefix("any: class=") for s in r.shown]
+    assert len(drawn) == 5 and all(s.caption.startswith("any: class=") for s in r.shown)
+    gen, bf16 = server.store.get("image"), server.store.bf16
+    named = gen.generate(5, seed=3, cond={"class": drawn}, cfg_scale=1.5, bf16=bf16)
+    assert torch.allclose(gen.generate(5, seed=3, cfg_scale=1.5, bf16=bf16), named, atol=1e-6)
+
+
+def test_results_folder_is_bounded_and_removed(tmp_path):
+    old = Outputs(tmp_path / "a", keep=2, max_age_s=0, most=3)  # everything past the last 2 has expired
+    made = [old.new("generate") for _ in range(5)]
+    assert [f.is_dir() for f in made] == [False, False, False, True, True]
+    young = Outputs(tmp_path / "b", keep=2, max_age_s=1e9, most=3)  # young ones stay, up to `most`
+    made = [young.new("edit") for _ in range(5)]
+    assert [f.is_dir() for f in made] == [False, False, True, True, True]
+    old.cleanup()
+    assert not (tmp_path / "a").exists()
+
+
 def test_page_in_headless_chromium(server, tmp_path):
     from test_demo import INSPECT_MEDIA, Chromium, find_chromium
 
@@ -293,8 +316,8 @@ def test_cli_serves_on_localhost_and_cleans_up(tmp_path):
         assert b"cm-media" in urllib.request.urlopen(url, timeout=30).read()
         assert len(list(tmp_path.glob("cm-media-ui-*"))) == 1
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        proc.send_signal(signal.SIGTERM)  # as a service manager stops it: cleanly
+        proc.wait(60)
     assert not list(tmp_path.glob("cm-media-ui-*"))  # the results folder is removed when the server stops
 
 
@@ -310,3 +333,12 @@ def test_cli_user_errors(args, needle, capsys):
     assert main(["ui", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+
+
+def test_cli_without_the_ui_extra(monkeypatch, capsys):
+    from cm_media.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed
+    assert main(["ui", "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ('error: cm-media ui needs the ui extra (gradio is not installed): '
+                                               'pip install -e ".[ui]"')

@@ -375,13 +375,12 @@ def cmd_ui(args) -> int:
         raise UserError("--no-bundled needs at least one SOURCE to serve")
     if args.threads is None and threads.ENV not in os.environ and threads.user_setting(os.environ) is None:
         threads.apply_policy(1)  # before torch loads: one thread per request, requests run side by side
-    try:
-        from cm_media.ui import serve
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("gradio", "gradio_client", "fastapi", "uvicorn"):
-            raise UserError(f"cm-media ui needs the ui extra ({exc.name} is missing): "
-                            'pip install -e ".[ui]"') from None
-        raise
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError('cm-media ui needs the ui extra (gradio is not installed): pip install -e ".[ui]"')
+    from cm_media.ui import serve
+
     serve(args.sources, host=args.host, port=port, bundled=not args.no_bundled, concurrency=concurrency,
           device=args.device, preload=args.preload)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,11 @@ log = logging.getLogger(__name__)
 # set before gradio is imported: no telemetry, no version check, no hub calls
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                "GRADIO_SSR_MODE": "False"}
+
+
+# Gradio keeps each session's component state (every API call is a session of its own) up to this many sessions:
+# its default, 10000, let resident memory grow by ~0.25 MiB per request for hours
+SESSIONS = 200
 
 
 @dataclass
@@ -44,6 +50,21 @@ def default_concurrency() -> int:
     return max(1, usable_cores())
 
 
+def limit_malloc_arenas(n: int) -> None:
+    """At most `n` glibc malloc arenas. Requests run on a pool of worker threads, and glibc gives each new thread
+    an arena of its own (up to 8 per core): resident memory then grew with every thread that ever ran a request."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, int(n))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on now (for --port 0)."""
     import socket
@@ -56,14 +77,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve(sources: list[str] | None = None, host: str = "127.0.0.1", port: int | None = 7860, bundled: bool = True,
           concurrency: int | None = None, device: str = "auto", preload: bool = False, block: bool = True,
           quiet: bool = False) -> Server:
-    """Start the app; with `block` wait until Ctrl-C, then stop and clean up. A bad SOURCE is a UserError before
-    anything starts."""
+    """Start the app; with `block` wait until Ctrl-C or SIGTERM, then stop and clean up (an interrupt before the
+    server is up still removes the results folder, at exit). A bad SOURCE is a UserError before anything starts."""
+    if block:  # a service manager's stop (SIGTERM), from now on: the same clean shutdown as Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     for key, value in OFFLINE_ENV.items():
         os.environ[key] = value
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks of its local URL
     from cm_media.ui import limits
     from cm_media.ui.handlers import Outputs
     from cm_media.ui.models import ModelStore
 
+    limit_malloc_arenas(max(2, concurrency or 2))
     store = ModelStore(sources, bundled=bundled, device=device)
     outputs = Outputs()
     atexit.register(outputs.cleanup)
@@ -79,12 +104,17 @@ def serve(sources: list[str] | None = None, host: str = "127.0.0.1", port: int |
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                allowed_paths=[str(outputs.root)], max_file_size=limits.MAX_UPLOAD_BYTES, show_error=True,
                quiet=quiet, ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,
-               footer_links=["api"], css=CSS, head=HEAD)
+               run_history=False, footer_links=["api"], css=CSS, head=HEAD,  # run history can sync to the Hub
+               state_session_capacity=SESSIONS)
     server = Server(app.local_url.rstrip("/"), app, store, outputs)
     if not block:
         return server
     try:
-        app.block_thread()
+        app.block_thread()  # until Ctrl-C or SIGTERM (KeyboardInterrupt)
     finally:
         server.close()
     return server
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -167,7 +167,7 @@ def build(store: ModelStore, outputs: handlers.Outputs, concurrency: int = 1) ->
     info0 = store.info(first)
     queue = {"concurrency_limit": concurrency, "concurrency_id": "models"}
 
-    with gr.Blocks(title="cm-media", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title="cm-media", analytics_enabled=False, delete_cache=(60, 900)) as app:
         gr.Markdown("# cm-media\nOne- to four-step generation of audio clips, short videos and images with "
                     "consistency models. Pick a model, ask for what to make, and compare one step with four.")
         with gr.Tab("Generate", id="generate"):

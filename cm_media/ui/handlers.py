@@ -56,23 +56,29 @@ class Result:
 
 
 class Outputs:
-    """The temporary folder of the results: a fresh subfolder per request, the oldest removed beyond `keep`
-    requests, the whole folder removed by `cleanup` (the server calls it when it stops)."""
+    """The temporary folder of the results: a fresh subfolder per request; a request's files stay while it is
+    among the last `keep` requests or younger than `max_age_s` (a page shows them), but never beyond `most`
+    requests; the whole folder is removed by `cleanup` (the server calls it when it stops)."""
 
-    def __init__(self, root: str | Path | None = None, keep: int = 64):
+    def __init__(self, root: str | Path | None = None, keep: int = 64, max_age_s: float = 900.0, most: int = 512):
         self.root = Path(tempfile.mkdtemp(prefix="cm-media-ui-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.keep = keep
+        self.keep, self.max_age_s, self.most = keep, max_age_s, most
         self._count = itertools.count()
+        self._made: dict[Path, float] = {}  # request folder -> when it was made (in order)
         self._lock = threading.Lock()
 
     def new(self, what: str) -> Path:
         with self._lock:
             folder = self.root / f"{next(self._count):06d}_{what}"
             folder.mkdir()
-            folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[:6].isdigit())
-            for old in folders[: max(0, len(folders) - self.keep)]:
-                shutil.rmtree(old, ignore_errors=True)
+            self._made[folder] = time.monotonic()
+            old = list(self._made)[: max(0, len(self._made) - self.keep)]
+            now = time.monotonic()
+            for i, path in enumerate(old):
+                if now - self._made[path] > self.max_age_s or len(self._made) - i > self.most:
+                    shutil.rmtree(path, ignore_errors=True)
+                    del self._made[path]
         return folder
 
     def cleanup(self) -> None:
@@ -110,6 +116,24 @@ def _labels(cond: dict[str, str], n: int, info: ModelInfo, first_frame: bool) ->
         if not parts and info.conditional:
             parts.append("any")
         out.append(", ".join(parts) or f"sample {i}")
+    return out
+
+
+def _drawn(gen, n: int, seed: int, shape: tuple[int, ...]) -> list[str]:
+    """For a request that names no condition: the classes `generate` drew for each sample ("any: class=7"), by
+    the same batches and generators (Generator.batch_conditions); [] where it draws none."""
+    classes = [c for c in gen.conditions if c.kind == "class"]
+    if not classes:
+        return []
+    draw, per, out = gen.batch_conditions(None, n, seed), gen.batch_for(shape), []
+    for start in range(0, n, per):
+        b = min(per, n - start)
+        picked = draw(start, b)
+        if not picked:
+            return []
+        for j in range(b):
+            out.append("any: " + ", ".join(f"{c.name}={c.classes[int(picked[c.name][j])]}" for c in classes
+                                           if c.name in picked))
     return out
 
 
@@ -173,6 +197,8 @@ def generate(store: ModelStore, outputs: Outputs, model: str, conditions=(), fir
     t1 = time.perf_counter()
     labels = _labels({k: v for k, v in cond.items() if info.frames is None or k != info.frames.name}, n, info,
                      info.frames is not None and info.frames.name in cond)
+    if not cond:
+        labels = _drawn(gen, n, seed, gen.shape(**options)) or labels
     shown, files = _write(gen, info, media, folder, _slug(model), options, labels)
     elapsed = time.perf_counter() - t0
     args = [*_cond_args({k: v for k, v in cond.items() if info.frames is None or k != info.frames.name}),

@@ -84,20 +84,6 @@ def describe(name: str, source: str) -> ModelInfo:
     return info
 
 
-def native_bf16(device: str = "auto") -> bool:
-    """Whether bf16 is fast here: a GPU, or a CPU whose oneDNN computes bf16 natively (AVX512-BF16 / AMX). On an
-    AVX2-only CPU, bf16 convolutions take PyTorch's slow fallback: the bundled models' one-step samples ran 3-20x
-    slower than in float32 (video 1.43 s vs 0.11 s of CPU per clip), so the server computes in float32 there."""
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def default_sources() -> dict[str, str]:
     """Every installed bundled model: name -> source (its name)."""
     return {name: name for name in bundled_models()}
@@ -114,8 +100,9 @@ class ModelStore:
         if not named:
             raise UserError("no model to serve: no bundled model is installed and no SOURCE was given")
         self.device = device
-        # the precision requests run in: the model's own default where bf16 is native, else float32 (see native_bf16)
-        self.bf16: bool | None = None if native_bf16(device) else False
+        # the precision requests run in: the model's own default, which Generator.options turns into float32 where
+        # bf16 is slow (an AVX2-only CPU: 3-20x slower one-step samples, runs/precision.bf16_is_fast)
+        self.bf16: bool | None = None
         self.infos: dict[str, ModelInfo] = {}
         for name, source in named.items():
             self.infos[name] = describe(name, source)  # a bad SOURCE is an error before the server starts
