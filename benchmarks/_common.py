@@ -57,7 +57,9 @@ def run(modality: str, config_name: str, args: argparse.Namespace) -> list[dict]
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = ROOT / "configs" / modality / config_name
+    config = ROOT / "configs" / modality / config_name  # a recipe, else an experiment's config
+    if not config.is_file():
+        config = ROOT / "configs" / "experiments" / modality / config_name
     if not config.is_file():
         sys.exit(f"error: shipped config {config} not found")
     runs = Path(args.runs)

@@ -53,7 +53,8 @@ METHODS = {
 
 def config_path(name: str, kind: str) -> Path:
     s = SETS[name]
-    return ROOT / "configs" / s["dir"] / f"{s['prefix']}_{kind}.yaml"
+    recipe = ROOT / "configs" / s["dir"] / f"{s['prefix']}_{kind}.yaml"  # a recipe, else an experiment's config
+    return recipe if recipe.is_file() else ROOT / "configs" / "experiments" / s["dir"] / recipe.name
 
 
 def cpu_seconds_per_step(config: Path, overrides: list[str], scratch: Path, calib: tuple[int, int] = (10, 40)) -> float:

@@ -46,7 +46,8 @@ SETS = {
 def config_path(name: str, kind: str) -> Path:
     s = SETS[name]
     file = s["ct"] if kind == "ict" else f"{s['prefix']}_{kind}.yaml"
-    return ROOT / "configs" / s["dir"] / file
+    recipe = ROOT / "configs" / s["dir"] / file  # a recipe, else an experiment's config
+    return recipe if recipe.is_file() else ROOT / "configs" / "experiments" / s["dir"] / file
 
 
 def train_run(config: Path, out: Path, overrides: list[str]) -> float:
