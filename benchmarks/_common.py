@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def parser(description: str, brief_steps: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--runs", default=str(ROOT / "runs"), help="where the trained runs live (reused when present)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON/MD/PNG")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_quality"), help="folder for the JSON/MD/PNG")
     p.add_argument("--train-steps", type=int, default=None, help="override the full run's train.steps")
     p.add_argument("--brief-steps", type=int, default=brief_steps, help="train.steps of the brief run")
     p.add_argument("--steps", default="1,2,4")

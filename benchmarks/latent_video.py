@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSIFIER = ROOT / "benchmarks" / "results" / "moving_mnist_digit_classifier.safetensors"
+CLASSIFIER = ROOT / "benchmarks" / "results" / "latent_video" / "moving_mnist_digit_classifier.safetensors"
 
 
 # ---------------------------------------------------------------- codec

@@ -9,7 +9,7 @@
 Moving MNIST rows: identity (share of frames whose digit set equals the clip's most common one), pair (share of
 frames showing exactly the requested pair; for real and codec rows the clip's own digits), change (mean absolute
 frame-to-frame difference) and its ratio to the real clips'. The judge is the project's per-frame classifier
-(benchmarks/results/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
+(benchmarks/results/latent_video/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
 """
 
 from __future__ import annotations
