@@ -86,7 +86,11 @@ def test_recorded_command_trains_the_bundled_recipe(m, gens, repo_root):
     assert arch(cfg.backbone) == arch(bundled.backbone)
     assert cfg.data == bundled.data and cfg.codec == bundled.codec and cfg.method == bundled.method
     for key in TRAIN_KEYS:
-        assert getattr(cfg.train, key) == getattr(bundled.train, key), f"train.{key}"
+        recipe, shipped = getattr(cfg.train, key), getattr(bundled.train, key)
+        if key == "bf16" and recipe == "auto":  # bf16 where the device computes it fast: the run's choice there
+            assert isinstance(shipped, bool), "train.bf16"
+            continue
+        assert recipe == shipped, f"train.{key}"
 
 
 def test_bundled_image_is_class_conditional_and_makes_the_requested_digit(gens, tmp_path, capsys):

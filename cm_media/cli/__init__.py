@@ -1,4 +1,4 @@
-"""`cm-media` command line: train, generate, edit, bench, export, demo, info. User mistakes print one `error: ...` line and exit 2.
+"""`cm-media` command line: train, generate, edit, bench, export, demo, info, ui. User mistakes print one `error: ...` line and exit 2.
 
 Importing this module applies the CPU thread policy (`cm_media.threads`) for the commands that run torch work,
 before anything here imports torch: torch threads = the usable cores other processes leave idle, unless the
@@ -168,11 +168,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     d.add_argument("--no-bench", action="store_true", help="skip the speed-vs-quality table and plot")
     d.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    u = sub.add_parser("ui", help="a local web app (Gradio) to generate, edit and compare; pip install -e \".[ui]\"")
+    u.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="run directories, checkpoints or exports to serve besides the bundled models")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
+    u.add_argument("--no-bundled", action="store_true", help="serve only the SOURCEs, not the bundled models")
+    u.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="requests computed at once (default: the usable cores, one torch thread each)")
+    u.add_argument("--preload", action="store_true", help="load every model before serving (default: on first use)")
+    u.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
     i = sub.add_parser("info", help="versions, devices, attention backend and modalities; or what a model can be asked for")
     i.add_argument("source", nargs="?", default=None,
                    help="a run, checkpoint, export or bundled model: list its conditions and generation defaults")
     i.add_argument("--json", action="store_true", help="with SOURCE: print {\"conditions\": {name: values}} as JSON")
-    for cmd in (t, g, b, e, d):
+    for cmd in (t, g, b, e, d, u):
         cmd.add_argument("--threads", type=int, default=None, metavar="N",
                          help="CPU threads for torch (default: the usable cores other processes leave idle, "
                               "measured at start; also CM_MEDIA_THREADS=auto|N; train: overrides train.threads)")
@@ -356,6 +367,25 @@ def cmd_demo(args) -> int:
     return demo.main(args)
 
 
+def cmd_ui(args) -> int:
+    """Serve the web app until Ctrl-C (cm_media/ui): bundled models and the SOURCEs, 127.0.0.1 unless --host."""
+    port = checks.integer(args.port, "--port", 0, 65535)
+    concurrency = None if args.concurrency is None else checks.integer(args.concurrency, "--concurrency", 1, 64)
+    if args.no_bundled and not args.sources:
+        raise UserError("--no-bundled needs at least one SOURCE to serve")
+    if args.threads is None and threads.ENV not in os.environ and threads.user_setting(os.environ) is None:
+        threads.apply_policy(1)  # before torch loads: one thread per request, requests run side by side
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError('cm-media ui needs the ui extra (gradio is not installed): pip install -e ".[ui]"')
+    from cm_media.ui import serve
+
+    serve(args.sources, host=args.host, port=port, bundled=not args.no_bundled, concurrency=concurrency,
+          device=args.device, preload=args.preload)
+    return 0
+
+
 def cmd_info_source(args) -> int:
     """What a model can be asked for: its conditions (and, without --json, its generation defaults)."""
     gen = _load(args.source, "cpu")
@@ -416,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "train":
                 args.overrides = [*args.overrides, f"train.threads={args.threads}"]
         commands = {"train": cmd_train, "generate": lambda a: cmd_generate(a, dests), "bench": cmd_bench,
-                    "edit": cmd_edit, "export": cmd_export, "demo": cmd_demo,
+                    "edit": cmd_edit, "export": cmd_export, "demo": cmd_demo, "ui": cmd_ui,
                     "info": lambda a: cmd_info_source(a) if a.source else cmd_info()}
         if args.command not in commands:
             parser.print_help()

@@ -40,7 +40,9 @@ class TrainConfig:
     lr_min: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # evaluation EMA of the weights
-    bf16: bool = False  # autocast the backbone in bfloat16
+    # autocast the backbone in bfloat16: true, false, or auto (bf16 where the device computes it fast, float32 on
+    # a CPU without native bf16, where a bf16 step is many times slower: runs/precision.py)
+    bf16: bool | str = False
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 50
@@ -323,6 +325,8 @@ def _validate_train(t) -> None:
     checks.number(t.lr_min, "train.lr_min", 0)
     if t.lr_min > t.lr:
         raise UserError(f"train.lr_min ({t.lr_min}) must not exceed train.lr ({t.lr})")
+    if isinstance(t.bf16, str) and t.bf16 != "auto":
+        raise UserError(f"train.bf16 must be true, false or auto, got {t.bf16!r}")
     checks.number(t.grad_clip, "train.grad_clip", 0, lo_open=True)
     checks.number(t.ema_decay, "train.ema_decay", 0, 1, hi_open=True)
     checks.integer(t.checkpoint_every, "train.checkpoint_every", 1)

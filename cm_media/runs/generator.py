@@ -43,6 +43,7 @@ from cm_media.math.samplers import (
 from cm_media.methods import METHODS
 from cm_media.runs.config import RunConfig
 from cm_media.runs.loader import load_run, resolve_source
+from cm_media.runs.precision import bf16_is_fast
 
 __all__ = ["Generator", "SampleOptions", "apply_speed_options", "load", "resolve_source"]
 
@@ -78,7 +79,9 @@ class Generator:
         cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
         if cfg_scale is not None:
             cfg_scale = checks.number(cfg_scale, "--cfg-scale", 0)
-        return SampleOptions(steps, s.bf16 if bf16 is None else bf16, batch_size, cfg_scale)
+        if bf16 is None:  # the run's default asks for bf16 where it is fast: float32 on an AVX2-only CPU
+            bf16 = bool(s.bf16) and bf16_is_fast(self.device)
+        return SampleOptions(steps, bf16, batch_size, cfg_scale)
 
     def shape(self, **options: Any) -> tuple[int, ...]:
         """(C, *axes) of one sample with the modality's options (e.g. seconds); at most checks.MAX_SAMPLE_ELEMENTS

@@ -28,8 +28,9 @@ from cm_media.methods import METHODS, build_method
 from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs import distributed
+from cm_media.runs import distributed, precision
 from cm_media.runs.config import RunConfig, dump_config
+from cm_media.runs.ema import update_ema
 from cm_media.runs.loader import resolve_source, weights_of
 from cm_media.runs.model import build_model, resolve_device, run_conditions
 from cm_media.runs.teacher import load_teacher
@@ -56,14 +57,6 @@ def lr_at(step: int, cfg) -> float:
     frac = min(1.0, (step - cfg.warmup_steps) / span)  # 0 after the warmup, 1 at train.steps
     shape = 0.5 * (1 + math.cos(math.pi * frac)) if decay == "cosine" else 1 - frac
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * shape
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):  # buffers follow the model (an autoencoder's latent_scale)
-        e.copy_(b)
 
 
 def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
@@ -308,6 +301,9 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Traini
         run_dir.mkdir(parents=True, exist_ok=True)
         with files.writing(run_dir / "config.yaml"):
             ckpt.atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode())
+    note = precision.slow_bf16_note(tc.bf16, device)
+    if note and dd.main and progress:
+        print(f"warning: {note}")
     run.net = model
     if dd.enabled:
         run.net = torch.nn.parallel.DistributedDataParallel(
@@ -381,7 +377,8 @@ def train_step(run: Training, stop: _Stop) -> float | None:
     for group in run.opt.param_groups:
         group["lr"] = lr_at(run.step, tc)
     x0, cond = draw_batch(run)
-    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+    with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16,
+                        enabled=precision.resolve_bf16(tc.bf16, run.device)):
         per_sample = run.method.loss(run.net, x0, run.step, run.gen, cond or None)  # [B]
     loss = per_sample.float().mean()
     run.opt.zero_grad(set_to_none=True)
