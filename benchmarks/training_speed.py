@@ -56,7 +56,8 @@ RECIPES = {  # name -> (config, overrides for the bench)
     "footage_latent": ("configs/video/footage_latent_ict.yaml", []),
     "fashion_mnist": ("configs/image/fashion_mnist_ict.yaml", []),
     # the bundled model's last stage (kd from a 3-step teacher); the bundled model stands in for teacher and init
-    "sounding_digits": ("configs/av/sounding_digits_data_anneal.yaml", ["method.teacher=av", "train.init_from=av"]),
+    "sounding_digits": ("configs/av/sounding_digits_data_anneal.yaml", ["method.teacher=modalities/av/pretrained_sounding_digits",
+                                                      "train.init_from=modalities/av/pretrained_sounding_digits"]),
 }
 PARTS = ("data", "encode", "target", "teacher", "forward", "loss", "backward", "optim", "ema")
 VARIANTS = {

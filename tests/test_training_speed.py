@@ -47,6 +47,17 @@ def test_foreach_ema_is_the_lerp_of_every_parameter_and_copies_buffers():
         torch.testing.assert_close(e, p)
 
 
+def test_training_names_a_slow_forced_bf16_on_stderr(digits_config, tmp_path, capsys, monkeypatch):
+    from cm_media.runs.training import train
+
+    seen = []
+    monkeypatch.setattr(precision, "slow_bf16_note", lambda setting, device: seen.append(setting) or "bf16 is slow")
+    sets = ["train.steps=1", "train.batch_size=2", "backbone.preset=tiny", "train.samples=0", "train.threads=1",
+            "train.bf16=false"]
+    train(load_config(digits_config, sets), tmp_path / "run", progress=False)
+    assert seen == [False] and "warning: bf16 is slow" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_generation_default_bf16_only_where_bf16_is_fast_and_explicit_requests_win(monkeypatch, fast):
     """A bundled model's sample.bf16 default becomes float32 on a CPU without native bf16; bf16=True/False force."""
