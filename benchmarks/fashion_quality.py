@@ -1,7 +1,7 @@
 """Class-conditional Fashion-MNIST: does a one- or two-step sample show the class asked for, and at what FD?
 
     python benchmarks/fashion_quality.py runs/fashion_mnist_ict [MORE ...] --steps 1,2 \
-        --json benchmarks/results/fashion_quality.json
+        --json benchmarks/results/fashion_quality/fashion_quality.json
 
 For each model, step count and guidance scale w (classifier-free: 1 plain conditional, > 1 guided), `--per-class`
 samples of each of the 10 classes are generated from the same seeds and scored with the shipped Fashion-MNIST
@@ -45,11 +45,11 @@ def embed(images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
         return torch.cat([net.embed(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
-def row(source, gen, ref_embed, real_acc, per_class, steps, w, seed) -> dict:
+def row(source, gen, ref_embed, real_acc, per_class, steps, w, seed, bf16=None) -> dict:
     labels = torch.arange(10).repeat_interleave(per_class)
     request = {"class": [CLASSES[i] for i in labels.tolist()]}
     t0 = time.perf_counter()
-    images = gen.generate(len(labels), steps=steps, seed=seed, cond=request, cfg_scale=w)
+    images = gen.generate(len(labels), steps=steps, seed=seed, cond=request, cfg_scale=w, bf16=bf16)
     seconds = time.perf_counter() - t0
     guided = w is not None and w != 1 and not gen.guided_student
     nfe = steps if gen.is_consistency else 2 * steps - 1
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fp32", dest="bf16", action="store_false", default=None,
+                    help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if load_fashion_net() is None:
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{source} was trained on {gen.cfg.data.dataset!r}, not fashion_mnist")
         for k in steps if gen.is_consistency else [args.teacher_steps]:
             for w in scales:
-                records.append(row(source, gen, ref_embed, real["acc"], args.per_class, k, w, args.seed))
+                records.append(row(source, gen, ref_embed, real["acc"], args.per_class, k, w, args.seed, args.bf16))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records, indent=1))

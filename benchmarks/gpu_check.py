@@ -29,8 +29,8 @@ from cm_media.runs.model import build_model
 
 CONFIGS = {
     "image": "configs/image/digits_ict.yaml",
-    "image-dit": "configs/image/digits_dit_ict.yaml",
-    "audio-waveform": "configs/audio/tones_waveform_ict.yaml",
+    "image-dit": "configs/experiments/image/digits_dit_ict.yaml",
+    "audio-waveform": "configs/experiments/audio/tones_waveform_ict.yaml",
     "audio-spectrogram": "configs/audio/tones_spectrogram_ict.yaml",
     "video": "configs/video/moving_digits_ict.yaml",
 }
@@ -104,7 +104,7 @@ def check(name: str, path: str, device, batch: int, repeats: int, backends: list
             # one iCT step = online forward + backward (~3 forwards) + a no-grad target forward
             row = {
                 "model": name, "backend": ran, "bf16": bf16, "batch": batch, "shape": list(shape),
-                "onestep_samples_per_s": round(batch / t_gen, 1), "onestep_ms": round(1000 * t_gen, 2),
+                "onestep_samples_per_s": float(f"{batch / t_gen:.4g}"), "onestep_ms": round(1000 * t_gen, 2),
                 "train_steps_per_s": round(1 / t_train, 2), "train_samples_per_s": round(batch / t_train, 1),
                 "gflops_per_forward": round(flops / 1e9, 2),
             }
@@ -171,7 +171,7 @@ def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
 
     t_train = timed(step, device, repeats)
     row = {"model": name, "bundled": True, "bf16": True, "batch": batch, "shape": list(shape),
-           "onestep_samples_per_s": round(batch / t_gen, 1), "onestep_ms": round(1000 * t_gen, 2),
+           "onestep_samples_per_s": float(f"{batch / t_gen:.4g}"), "onestep_ms": round(1000 * t_gen, 2),
            **media_rates(cfg, tuple(media_shape), batch, t_gen), "train_steps_per_s": round(1 / t_train, 2),
            "train_samples_per_s": round(batch / t_train, 1), "gflops_per_forward": round(flops / 1e9, 2)}
     if peak:

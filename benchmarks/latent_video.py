@@ -8,7 +8,7 @@
     # clips, identity consistency and label accuracy (Moving MNIST), one-step latency and frames/s incl. decode
     python benchmarks/latent_video.py models runs/moving_mnist_pixel_ict runs/moving_mnist_latent_ict --n 128
     # CPU seconds per training step of configs (what "equal training time" means on a machine shared with others)
-    python benchmarks/latent_video.py steptime configs/video/moving_mnist_pixel_ict.yaml configs/video/moving_mnist_latent_ict.yaml
+    python benchmarks/latent_video.py steptime configs/experiments/video/moving_mnist_pixel_ict.yaml configs/video/moving_mnist_latent_ict.yaml
 
 Every command prints JSON lines and, with --markdown, appends a table. Timings use `--threads` torch threads
 (default 2, "2 cores") and print the machine's load average: this CPU is shared with other jobs.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSIFIER = ROOT / "benchmarks" / "results" / "moving_mnist_digit_classifier.safetensors"
+CLASSIFIER = ROOT / "benchmarks" / "results" / "latent_video" / "moving_mnist_digit_classifier.safetensors"
 
 
 # ---------------------------------------------------------------- codec
@@ -46,7 +46,8 @@ def held_out_clips(dataset: str, n: int, channels: int = 1, size: int = 64, fram
 
 def cmd_codec(args) -> list[dict]:
     from cm_media.nn import codec_losses
-    from cm_media.nn.latent import LatentCodec, autoencoder_arch, codec_file, read_codec_config
+    from cm_media.nn.latent import LatentCodec
+    from cm_media.runs.codec_runs import autoencoder_arch, codec_file, read_codec_config, read_weights
 
     torch.set_num_threads(args.threads)
     rows = []
@@ -54,6 +55,7 @@ def cmd_codec(args) -> list[dict]:
         run = read_codec_config(source)
         arch = {"in_channels": run["codec"]["channels"], **autoencoder_arch(run)}
         codec = LatentCodec(arch, source, in_scale=2.0, in_shift=-1.0, clamp=(0.0, 1.0)).eval()
+        codec.weights_reader = lambda source=source: read_weights(source)
         clips = held_out_clips(run["data"]["dataset"], args.clips, run["codec"]["channels"])
         with torch.no_grad():
             rec = torch.cat([codec.decode(codec.encode(clips[i:i + 4])) for i in range(0, len(clips), 4)])

@@ -9,7 +9,7 @@
 Moving MNIST rows: identity (share of frames whose digit set equals the clip's most common one), pair (share of
 frames showing exactly the requested pair; for real and codec rows the clip's own digits), change (mean absolute
 frame-to-frame difference) and its ratio to the real clips'. The judge is the project's per-frame classifier
-(benchmarks/results/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
+(benchmarks/results/latent_video/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +50,7 @@ def stills(size: int = 64) -> tuple[torch.Tensor, list[str]]:
         path = STILLS / name
         if not path.is_file():
             continue
-        img = torch.from_numpy(__import__("numpy").asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         img = img.float()[None] / 255  # [1, 3, H, W]
         h, w = img.shape[2:]
         s = size / min(h, w)
@@ -103,7 +104,7 @@ def cmd_moving_mnist(args) -> list[dict]:
         for steps in args.steps:
             for w in args.cfg_scales:
                 t0 = time.process_time()
-                media = gen.generate(args.n, steps=steps, seed=0, cond=cond, cfg_scale=w).float()
+                media = gen.generate(args.n, steps=steps, seed=0, cond=cond, cfg_scale=w, bf16=args.bf16).float()
                 rows.append(mnist_row(f"model, {steps} step(s)", media, labels, net, real_change, model=source,
                                       steps=steps, cfg_scale=w, cpu_s=round(time.process_time() - t0, 1)))
     return rows
@@ -135,7 +136,7 @@ def cmd_footage(args) -> list[dict]:
             for steps in args.steps:
                 for w in args.cfg_scales:
                     t0 = time.process_time()
-                    media = gen.generate(len(firsts), steps=steps, seed=0, cond=cond, cfg_scale=w).float()
+                    media = gen.generate(len(firsts), steps=steps, seed=0, cond=cond, cfg_scale=w, bf16=args.bf16).float()
                     change = frame_change(media)[0]
                     rows.append({"rung": f"model, {steps} step(s)", "model": source, "first_frames": label,
                                  "steps": steps, "cfg_scale": w, "n": len(firsts),
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[1])
     p.add_argument("--cfg-scales", type=float, nargs="+", default=[None])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fp32", dest="bf16", action="store_false", default=None,
+                   help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
     p.add_argument("--save-stills", default=None, help="footage: also write the 64x64 stills to this folder")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -76,6 +76,13 @@ def conditions_from_spec(spec: list | None) -> list[Condition]:
     return out
 
 
+def as_conditions(items: list | None) -> list[Condition]:
+    """Typed conditions as they are (the assembler's, parsed once from `backbone.cond`); a stored or hand-written
+    list of mappings is parsed here (a backbone built directly from a config section)."""
+    items = list(items or [])
+    return items if all(isinstance(c, Condition) for c in items) else conditions_from_spec(items)
+
+
 def _class_index(c: Condition, value) -> int:
     """A class name, or an index given as an int or digit string, -> index; a clear error listing the classes."""
     text = str(value).strip()

@@ -151,6 +151,10 @@ class Modality:
         files.output_folder(path.parent if str(path.parent) else Path("."))
         return CollectingWriter(lambda media: self.save(media, path, cfg, **options))
 
+    def codec_source(self, path: str) -> str:
+        """Where a learned codec's `codec.path` points (a modality may resolve names of codecs it ships)."""
+        return path
+
     def option_names(self) -> set[str]:
         """The generate options this modality honours: its declared ones and the keywords its sample_shape, save
         and open_writer name (video takes the shared --seconds). Any other option is refused, not ignored."""

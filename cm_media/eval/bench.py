@@ -319,7 +319,7 @@ def measure(entry: Entry, sampler: str, steps: int, opts: BenchOptions, ref: Ref
     shape = gen.modality.sample_shape(gen.cfg, gen.codec, **opts.shape_options)  # timed shape; quality: default
     g = torch.Generator().manual_seed(opts.seed)
     noise = torch.randn((batch, *shape), generator=g).to(dev)  # [B, C, *axes]
-    nfe = steps if sampler == "consistency" else 2 * steps - 1
+    nfe = gen.kind.nfe(steps)  # EDM: Heun's 2N - 1
 
     backbone = gen.net(bf16).backbone
     c_noise = torch.full((batch,), math.log(gen.cfg.method.sigma_max) / 4, device=dev)  # [B]

@@ -59,7 +59,7 @@ class Preconditioned(nn.Module):
     """Wraps a backbone F(x, c_noise[, cond]) as an EDM denoiser (`kind="edm"`) or consistency function (`"consistency"`).
 
     The skip combination runs in float32 outside autocast, so bf16 backbones keep the boundary condition exact.
-    `precondition(backbone, kind, ...)` also builds the "trigflow" and "meanflow" kinds (subclasses below).
+    The "trigflow" and "meanflow" kinds are the subclasses below; math/kinds.py picks the network of a kind.
     """
 
     def __init__(self, backbone: nn.Module, kind: str = "consistency", sigma_data: float = 0.5, sigma_min: float = 0.002,
@@ -181,19 +181,6 @@ class CodecNet(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma=None, cond: dict | None = None) -> torch.Tensor:
         return self.backbone(x)[0]
-
-
-def precondition(backbone: nn.Module, kind: str = "consistency", sigma_data: float = 0.5,
-                 sigma_min: float = 0.002, **options) -> nn.Module:
-    """The network of a method's `kind`: edm, consistency, trigflow, meanflow, or codec (no preconditioning);
-    `options` (e.g. time_scale) come from the method (`Method.model_options`)."""
-    if kind == "codec":
-        return CodecNet(backbone)
-    if kind == "trigflow":
-        return TrigFlow(backbone, sigma_data, sigma_min, **options)
-    if kind == "meanflow":
-        return MeanFlowNet(backbone, sigma_data, sigma_min, **options)
-    return Preconditioned(backbone, kind, sigma_data, sigma_min, **options)
 
 
 def trigflow_time(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:

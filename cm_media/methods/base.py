@@ -62,7 +62,7 @@ class Method:
 
     @staticmethod
     def model_options(cfg) -> dict:
-        """Keyword options of the network's preconditioning (`precondition`), e.g. sCT's smooth time input."""
+        """Keyword options of the network's preconditioning (`Kind.network`, math/kinds.py), e.g. sCT's smooth time input."""
         return {}
 
     @staticmethod

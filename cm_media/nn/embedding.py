@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cm_media.conditions import Condition, conditions_from_spec
+from cm_media.conditions import Condition, as_conditions
 from cm_media.nn.layers import sinusoidal_embedding
 
 
@@ -83,7 +83,7 @@ class ConditionEmbedding(nn.Module):
 
     def __init__(self, spec: list, dim: int):
         super().__init__()
-        all_conditions = conditions_from_spec(spec)
+        all_conditions = as_conditions(spec)
         self.frames = {c.name for c in all_conditions if c.kind == "frames"}  # input channels, see FrameInputs
         self.conditions = [c for c in all_conditions if c.kind != "frames"]
         self.embedders = nn.ModuleDict({c.name: _embedder(c, dim) for c in self.conditions})
@@ -156,7 +156,7 @@ class BlockCondition(nn.Module):
     def wanted(spec: list | None, mode: str) -> bool:
         """Whether `mode` routes conditions to the blocks and `spec` has any that are embedded (not frames)."""
         check_cond_mode(mode)
-        return mode != "embed" and any(c.kind != "frames" for c in conditions_from_spec(spec))
+        return mode != "embed" and any(c.kind != "frames" for c in as_conditions(spec))
 
     def forward(self, cond: dict | None, batch: int, device) -> torch.Tensor | None:
         e = self.cond(cond, batch, device)  # [B, dim]

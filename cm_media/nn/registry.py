@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cm_media.conditions import conditions_from_spec
+from cm_media.conditions import as_conditions
 from cm_media.errors import UserError
 from cm_media.nn.embedding import FrameInputs
 
@@ -57,12 +57,15 @@ def build_backbone(section: dict, presets: dict, dims: int, in_channels: int) ->
             raise UserError(f"unknown config key backbone.{key} for arch {arch!r}")
     params.setdefault("dims", dims)
     params.setdefault("in_channels", in_channels)
-    # frame conditions (a first frame to animate) join as extra input channels; the output keeps the data's channels
-    frames = [c for c in conditions_from_spec(params.get("cond")) if c.kind == "frames"]
+    # typed conditions (the assembler's; a section straight from a config is parsed here); frame conditions
+    # (a first frame to animate) join as extra input channels, the output keeps the data's channels
+    conditions = as_conditions(params.get("cond"))
+    frames = [c for c in conditions if c.kind == "frames"]
+    if "cond" in params:
+        params["cond"] = [c for c in conditions if c.kind != "frames"]
     if frames:
         if "out_channels" not in names:
             raise UserError(f"backbone.arch {arch!r} cannot take frame conditions ({', '.join(c.name for c in frames)})")
-        params["cond"] = [c for c in params["cond"] if (c if isinstance(c, dict) else c.to_dict()).get("kind") != "frames"]
         params["out_channels"] = params.get("out_channels") or params["in_channels"]
         params["in_channels"] += sum(c.dim + 1 for c in frames)
     try:

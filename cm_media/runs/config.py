@@ -21,6 +21,7 @@ from cm_media.errors import UserError
 from cm_media.methods import METHODS, MethodConfig
 from cm_media.nn.registry import count_backbone_parameters
 from cm_media.registry import get_modality
+from cm_media.runs import codec_runs
 
 log = logging.getLogger(__name__)
 SECTIONS = ("modality", "data", "codec", "backbone", "method", "train", "sample")
@@ -306,6 +307,7 @@ def validate(cfg: RunConfig) -> None:
     _validate_method(cfg.method)
     _validate_sample(cfg.sample, cfg.method)
     modality = get_modality(cfg.modality)
+    codec_runs.record_latent_codec(cfg, modality)  # a learned codec's config, read from its codec run once
     hook = getattr(modality, "validate_config", None)
     if hook is not None:
         hook(cfg)  # data and codec ranges, in the modality's terms

@@ -18,12 +18,11 @@ import yaml
 
 from cm_media import files
 from cm_media.errors import UserError
-from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import apply_overrides, config_from_dict
 from cm_media.runs.loader import checked_config, load_codec_state, resolve_source
-from cm_media.runs.model import build_model
+from cm_media.runs.model import assemble, with_resolved_backbone
 
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
 
@@ -80,9 +79,11 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     files.output_folder(out)  # before any work: a path under a file, an unwritable folder or a full disk
     preset = cfg.backbone.get("preset")
     # store the preset's resolved arguments (as runs do), so later preset edits cannot break the export
-    cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
+    modality = get_modality(cfg.modality)
+    cfg = with_resolved_backbone(cfg, modality)
     prefix, state = _weights(tensors, path)
-    _, codec, model = build_model(cfg)
+    parts = assemble(cfg, modality)
+    codec, model = parts.codec, parts.model
     try:
         model.load_state_dict(state)  # the export must load; this also rejects a config/weights mismatch
     except RuntimeError as exc:
@@ -114,15 +115,17 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         ckpt.atomic_write_bytes(out / "config.yaml", config_text.encode())
     size = model_path.stat().st_size
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    readme = _readme(cfg, new_meta, params, size, digest, path, out)
+    shape = modality.sample_shape(cfg, codec)
+    readme = _readme(cfg, new_meta, params, size, digest, path, out, shape)
     with files.writing(out / "README.md"):
         ckpt.atomic_write_bytes(out / "README.md", readme.encode())
     return Exported(out, model_path, step, params, size, command)
 
 
-def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path) -> str:
+def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path,
+            sample_shape: tuple[int, ...]) -> str:
     m = cfg.modality
-    shape = "x".join(str(v) for v in _sample_shape(cfg))
+    shape = "x".join(str(v) for v in sample_shape)
     backbone = meta.get("backbone_name") or cfg.backbone.get("arch") or "custom"
     lines = [
         f"# Bundled {m} model",
@@ -160,11 +163,6 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         "",
     ]
     return "\n".join(lines)
-
-
-def _sample_shape(cfg) -> tuple[int, ...]:
-    modality = get_modality(cfg.modality)
-    return modality.sample_shape(cfg, modality.build_codec(cfg))
 
 
 def main(args) -> int:

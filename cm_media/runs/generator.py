@@ -27,19 +27,8 @@ from cm_media.conditions import (
 from cm_media.errors import UserError
 from cm_media.math import streams
 from cm_media.math.guidance import bind, classifier_free
-from cm_media.math.samplers import (
-    default_step_sigmas,
-    edm_euler,
-    edm_heun,
-    edm_sigmas,
-    given_streams_multistep,
-    masked_multistep,
-    meanflow_sample,
-    meanflow_times,
-    multistep,
-    onestep,
-    slerp,
-)
+from cm_media.math.kinds import Kind, SamplePlan, kind_of
+from cm_media.math.samplers import default_step_sigmas, given_streams_multistep, masked_multistep, slerp
 from cm_media.methods import METHODS
 from cm_media.runs.config import RunConfig
 from cm_media.runs.loader import load_run, resolve_source
@@ -158,9 +147,14 @@ class Generator:
         return self._bf16_twin
 
     @property
+    def kind(self) -> Kind:
+        """The network's parameterization: its sampler entry and NFE count (math/kinds.py)."""
+        return kind_of(self.model.kind)
+
+    @property
     def is_consistency(self) -> bool:
         """A few-step model (consistency, TrigFlow or MeanFlow), not an EDM diffusion model."""
-        return self.model.kind != "edm"
+        return self.kind.few_step
 
     @property
     def guided_student(self) -> bool:
@@ -233,35 +227,18 @@ class Generator:
 
     def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False,
                cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None):
-        """Model-space sample from noise [B, C, *axes]: consistency steps, or EDM Heun for a diffusion model.
-        `cond` holds tensors for this batch (see cond_tensors)."""
-        m = self.cfg.method
-        if self.model.kind == "meanflow":
-            return self.sample_meanflow(noise, steps, bf16, cond, cfg_scale)
-        f = self.conditioned(self.net(bf16), cond or {}, cfg_scale)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            if self.is_consistency:
-                sigmas = self.step_sigmas(steps)
-                if steps == 1:
-                    return onestep(f, noise, sigmas[0])
-                return multistep(f, noise, sigmas, m.sigma_min, generator)
-            solver = edm_euler if self.cfg.sample.sampler == "euler" else edm_heun
-            return solver(f, noise, edm_sigmas(steps, m.sigma_min, m.sigma_max, m.rho))
-
-    def sample_meanflow(self, noise: torch.Tensor, steps: int, bf16: bool = False, cond: dict | None = None,
-                        cfg_scale: float | None = None) -> torch.Tensor:
-        """MeanFlow: z_r = z_t - (t - r) u(z_t, r, t) from t = 1 to 0 in `steps` jumps (uniform, or at the config's
-        sample.sigmas converted to flow times), one evaluation each; guidance as for any conditional model."""
+        """Model-space sample from noise [B, C, *axes] by the network's kind (consistency steps, EDM Heun, MeanFlow
+        jumps; math/kinds.py). `cond` holds tensors for this batch (see cond_tensors)."""
         net = self.net(bf16)
-
-        def u_as_denoiser(z, rt, c=None):  # (r, t) travel as one [B, 2] "noise level" through conditioned()
-            return net.average_velocity(z, rt[:, 0], rt[:, 1], c)
-
-        u = self.conditioned(u_as_denoiser, cond or {}, cfg_scale)
-        custom = self.cfg.sample.sigmas.get(steps, self.cfg.sample.sigmas.get(str(steps)))
-        times = meanflow_times(steps, None if custom is None else self.step_sigmas(steps))
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return meanflow_sample(lambda z, r, t: u(z, torch.stack([r, t], dim=1)), noise, times)
+            return self.kind.sample(net, lambda fn: self.conditioned(fn, cond or {}, cfg_scale), noise, steps,
+                                    self.sample_plan(generator))
+
+    def sample_plan(self, generator: torch.Generator | None = None) -> SamplePlan:
+        """The run's noise range, step levels and solver, for the kind's sampler entry."""
+        m, s = self.cfg.method, self.cfg.sample
+        return SamplePlan(self.step_sigmas, m.sigma_min, m.sigma_max, m.rho, frozenset(int(k) for k in s.sigmas),
+                          s.sampler, generator)
 
     def generate(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
@@ -382,7 +359,7 @@ class Generator:
 def load(source: str | Path = "image", device: str = "auto", weights: str = "ema") -> Generator:
     """Load a run directory, checkpoint file, exported folder or bundled model name as a Generator (EMA weights)."""
     run = load_run(source, device, weights)
-    if run.model.kind == "codec":
+    if not kind_of(run.model.kind).generates:
         raise UserError(f"{run.path} is a codec run (method {run.cfg.method.name}): it generates nothing; name it in "
                         "a latent model's config (codec.kind: latent, codec.path)")
     apply_speed_options(run.model, run.cfg.sample.channels_last, run.cfg.sample.compile)

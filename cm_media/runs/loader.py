@@ -16,7 +16,7 @@ from cm_media.errors import UserError
 from cm_media.registry import bundled_models, find_bundled
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.config import RunConfig, check_network_size, config_from_dict
-from cm_media.runs.model import build_model, resolve_device, run_conditions
+from cm_media.runs.model import assemble, resolve_device
 
 
 @dataclass
@@ -96,7 +96,8 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", weights: st
     bad = ckpt.non_finite(weights_of(tensors, weights))
     if bad:
         raise UserError(f"{path} holds non-finite weights ({bad[0]}): the run diverged; use an earlier checkpoint")
-    modality, codec, model = build_model(cfg)
+    parts = assemble(cfg)
+    modality, codec, model = parts.modality, parts.codec, parts.model
     try:
         model.load_state_dict(weights_of(tensors, weights))
     except RuntimeError as exc:
@@ -106,4 +107,4 @@ def load_run(source: str | Path, device: str | torch.device = "cpu", weights: st
     model.to(dev).eval()
     if isinstance(codec, torch.nn.Module):
         codec.to(dev).eval()
-    return Run(cfg, modality, codec, model, run_conditions(cfg), path, meta, dev)
+    return Run(cfg, modality, codec, model, parts.conditions, path, meta, dev)

@@ -26,14 +26,13 @@ from cm_media.conditions import derived_conditions, drop_conditions
 from cm_media.errors import UserError
 from cm_media.math.schedules import ema_warmup_decay
 from cm_media.methods import METHODS, build_method
-from cm_media.nn import resolve_backbone
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs import distributed, precision
 from cm_media.runs.config import RunConfig, dump_config
 from cm_media.runs.ema import update_ema
 from cm_media.runs.loader import resolve_source, weights_of
-from cm_media.runs.model import build_model, resolve_device, run_conditions
+from cm_media.runs.model import assemble, resolve_device, with_resolved_backbone
 from cm_media.runs.teacher import load_teacher
 
 
@@ -70,14 +69,6 @@ def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
 def get_cond(dataset, indices: torch.Tensor) -> dict[str, torch.Tensor]:
     """The conditions of a batch ({} for an unconditional dataset)."""
     return dataset.get_cond(indices) if getattr(dataset, "conditions", None) else {}
-
-
-def with_conditions(cfg: RunConfig, dataset) -> RunConfig:
-    """The config with the network's conditions recorded in `backbone.cond`: the dataset's (those named by
-    `data.cond`) plus the method's extra inputs, so the network can be rebuilt from the run alone."""
-    spec = [c.to_dict() for c in getattr(dataset, "conditions", None) or []]
-    spec += [c.to_dict() for c in METHODS[cfg.method.name].extra_conditions(cfg.method)]
-    return dataclasses.replace(cfg, backbone={**cfg.backbone, "cond": spec})
 
 
 class _Stop:
@@ -265,19 +256,16 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Traini
     tc = cfg.train
     # train.threads N > 0: N threads; 0: the CLI's automatic choice, revised as other processes come and go
     thread_monitor = threads.training_monitor(tc.threads)
+    modality = get_modality(cfg.modality)
     # store the preset's resolved arguments, so later preset edits cannot break this run's checkpoints
-    cfg = dataclasses.replace(cfg, backbone=resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets))
+    cfg = with_resolved_backbone(cfg, modality)
     restored = _resumable(cfg, run_dir) if resume and existing is not None else None
     device, dd = _placement(tc)
     torch.manual_seed(tc.seed + dd.rank)  # dropout differs per rank; data and noise come from `gen`
     gen = torch.Generator().manual_seed(tc.seed)  # identical on every rank: global batch indices and noise
-    modality = get_modality(cfg.modality)
-    dataset = modality.build_dataset(cfg, modality.build_codec(cfg), "train")
-    if len(dataset) == 0:
-        raise UserError("the training dataset is empty")
-    cfg = with_conditions(cfg, dataset)
-    conditions = run_conditions(cfg)
-    modality, codec, model = build_model(cfg)
+    # one codec for the data and the network; the conditions (the data's plus the method's) recorded in cfg
+    parts = assemble(cfg, modality, split="train")
+    cfg, dataset, codec, conditions, model = parts.cfg, parts.dataset, parts.codec, parts.conditions, parts.model
     if isinstance(codec, torch.nn.Module):
         codec.to(device).eval().requires_grad_(False)
     model.to(device).train()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from cm_media.conditions import conditions_from_spec
+from cm_media.conditions import as_conditions
 from cm_media.nn.registry import register_arch
 from cm_media.nn.unet import UNet, UNetConfig
 
@@ -55,7 +55,7 @@ class SpecUNet(nn.Module):
             raise ValueError(f"arch spec_unet is for spectrograms (2 data axes), got {cfg.dims} axes")
         self.cfg = cfg
         self.pitch = None
-        for c in conditions_from_spec(cfg.cond):
+        for c in as_conditions(cfg.cond):
             if c.name == cfg.pitch_cond and c.kind == "class":
                 try:
                     midi = torch.tensor([float(v) for v in c.classes])

@@ -12,7 +12,7 @@ from cm_media import checks
 from cm_media.errors import UserError
 from cm_media.modality import DemoRequest, Modality, html_image
 
-from .codec import VideoCodecConfig, build_video_codec, frame_size, resolve_latent
+from .codec import VideoCodecConfig, build_video_codec, codec_source, frame_size, resolve_latent
 from .datasets import VideoDataConfig, build_dataset
 from .edit import crossfade_fill, frame_mask, runs_of
 from .io import ClipsWriter, probe
@@ -49,6 +49,9 @@ class VideoModality(Modality):
     # `cm-media generate moving-mnist --cond digit1=3 --cond digit2=7`, `cm-media generate footage --first-frame x.png`
     extra_bundled: ClassVar[dict] = {"moving-mnist": "pretrained_moving_mnist", "footage": "pretrained_footage"}
     demo_digits: ClassVar[list] = [("3", "7"), ("1", "4"), ("0", "9"), ("5", "2")]  # what the demo asks moving-mnist for
+
+    def codec_source(self, path):
+        return codec_source(path)  # a shipped codec by name, else the path
 
     def build_codec(self, cfg):
         return build_video_codec(cfg.codec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cm_media.errors import UserError
-from cm_media.nn.latent import LatentCodec, autoencoder_arch, read_codec_config
+from cm_media.nn.latent import LatentCodec
 from modalities.image.codec import PixelCodec
 
 from .io import read_clip
@@ -77,8 +77,8 @@ def codec_source(path: str) -> str:
 
 
 def resolve_latent(cfg: VideoCodecConfig) -> None:
-    """Check a latent codec config and record its autoencoder's config from `codec.path` (read once: a run keeps
-    it, so generation rebuilds the codec without the codec run)."""
+    """Check a latent codec config: its autoencoder's config, recorded from `codec.path` when the run config was
+    loaded (cm_media/runs/codec_runs.py; a run keeps it, so generation rebuilds the codec without the codec run)."""
     if cfg.kind not in ("pixel", "latent"):
         raise UserError(f"unknown codec.kind {cfg.kind!r} for video (pixel or latent)")
     if cfg.kind == "pixel":
@@ -86,10 +86,8 @@ def resolve_latent(cfg: VideoCodecConfig) -> None:
     if not cfg.autoencoder:
         if not cfg.path:
             raise UserError("codec.kind latent needs codec.path: a codec run (method.name: autoencoder) or its export")
-        run = read_codec_config(codec_source(cfg.path))
-        if (run.get("codec") or {}).get("kind", "pixel") != "pixel" or run.get("modality") != "video":
-            raise UserError(f"codec.path {cfg.path} is not a video codec run on pixels")
-        cfg.autoencoder = {"in_channels": (run.get("codec") or {}).get("channels", 1), **autoencoder_arch(run)}
+        raise UserError(f"codec.path {cfg.path}: its autoencoder's config was not read (load the run config "
+                        "with cm_media.runs.config, which records it)")
     arch = cfg.autoencoder
     if arch.get("dims", 2) != 2:
         raise UserError(f"a video latent codec codes frames: its autoencoder must be 2D, got dims {arch.get('dims')}")
@@ -112,9 +110,6 @@ class LatentVideoCodec(LatentCodec):
         if any(n % self.factor for n in self.pixel_size):
             raise UserError(f"codec.size {cfg.size} must be a multiple of the latent codec's downsampling {self.factor}")
         self.size = tuple(n // self.factor for n in self.pixel_size)  # of the model tensor
-
-    def weights_source(self) -> str:
-        return codec_source(self.path)  # a shipped codec by name, else the path
 
     def read(self, path: str | Path, start: float = 0.0, frames: int | None = None) -> torch.Tensor:
         """A clip of `frames` (default codec.frames) from `start` seconds: pixels [C, T, H, W] in [0, 1]."""
