@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def parser(description: str, brief_steps: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--runs", default=str(ROOT / "runs"), help="where the trained runs live (reused when present)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON/MD/PNG")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_quality"), help="folder for the JSON/MD/PNG")
     p.add_argument("--train-steps", type=int, default=None, help="override the full run's train.steps")
     p.add_argument("--brief-steps", type=int, default=brief_steps, help="train.steps of the brief run")
     p.add_argument("--steps", default="1,2,4")
@@ -57,7 +57,9 @@ def run(modality: str, config_name: str, args: argparse.Namespace) -> list[dict]
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = ROOT / "configs" / modality / config_name
+    config = ROOT / "configs" / modality / config_name  # a recipe, else an experiment's config
+    if not config.is_file():
+        config = ROOT / "configs" / "experiments" / modality / config_name
     if not config.is_file():
         sys.exit(f"error: shipped config {config} not found")
     runs = Path(args.runs)

@@ -1,7 +1,7 @@
 """Spoken words and instrument notes on request: does a one-step sample say the word / play the note asked for?
 
-    python benchmarks/audio_on_request.py spoken-digits --per-class 50 --json benchmarks/results/spoken_digits_on_request.json
-    python benchmarks/audio_on_request.py notes --notes 300 --json benchmarks/results/notes_on_request.json
+    python benchmarks/audio_on_request.py spoken-digits --per-class 50 --json benchmarks/results/audio_on_request/spoken_digits_on_request.json
+    python benchmarks/audio_on_request.py notes --notes 300 --json benchmarks/results/audio_on_request/notes_on_request.json
 
 Each SOURCE (a bundled model name, run, checkpoint or export; several may be compared, e.g. checkpoints of two runs)
 is scored with the audio classifier the project trains on the real clips (modalities/audio/feature_net.py), the way

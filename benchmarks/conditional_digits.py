@@ -1,7 +1,7 @@
 """Class-conditional digits: does a one-step sample show the digit that was asked for, and at what FD?
 
     python benchmarks/conditional_digits.py --uncond image --cond runs/digits_class_ict \
-        --teacher runs/digits_class_edm --student runs/digits_class_cd --json benchmarks/results/conditional_digits.json
+        --teacher runs/digits_class_edm --student runs/digits_class_cd --json benchmarks/results/conditional_digits/conditional_digits.json
 
 For each model and guidance scale w (classifier-free, Ho & Salimans 2022: w = 0 unconditional, 1 plain
 conditional, > 1 guided), `--per-class` samples of each digit 0-9 are generated from the same seeds and scored:

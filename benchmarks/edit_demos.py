@@ -20,7 +20,7 @@ step, so it must come back unchanged; the masked region is regenerated so it joi
          the cross-fade noised to --init-sigma (SDEdit), which keeps the fade's layout and removes its ghosts, and
          with reconstruction guidance (--guidance, Ho et al. 2022) from noise and along --refine-sigmas from the
          cross-fade, which keeps the regenerated digits the ones in the kept frames.
-Writes wav / mp4 / png files and a Markdown + JSON summary under --out (benchmarks/results/edit_<modality>).
+Writes wav / mp4 / png files and a Markdown + JSON summary under --out (benchmarks/results/edit_demos/edit_<modality>).
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def main() -> None:
     if args.prepare_folder:
         prepare_folder(args)
         return
-    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"edit_{args.modality}")
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "edit_demos" / f"edit_{args.modality}")
     if args.modality == "audio" and not args.recording:
         ap.error("audio needs --recording FILE")
     res = audio_demo(args) if args.modality == "audio" else video_demo(args)

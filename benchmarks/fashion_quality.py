@@ -1,7 +1,7 @@
 """Class-conditional Fashion-MNIST: does a one- or two-step sample show the class asked for, and at what FD?
 
     python benchmarks/fashion_quality.py runs/fashion_mnist_ict [MORE ...] --steps 1,2 \
-        --json benchmarks/results/fashion_quality.json
+        --json benchmarks/results/fashion_quality/fashion_quality.json
 
 For each model, step count and guidance scale w (classifier-free: 1 plain conditional, > 1 guided), `--per-class`
 samples of each of the 10 classes are generated from the same seeds and scored with the shipped Fashion-MNIST

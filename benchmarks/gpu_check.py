@@ -29,8 +29,8 @@ from cm_media.runs.model import build_model
 
 CONFIGS = {
     "image": "configs/image/digits_ict.yaml",
-    "image-dit": "configs/image/digits_dit_ict.yaml",
-    "audio-waveform": "configs/audio/tones_waveform_ict.yaml",
+    "image-dit": "configs/experiments/image/digits_dit_ict.yaml",
+    "audio-waveform": "configs/experiments/audio/tones_waveform_ict.yaml",
     "audio-spectrogram": "configs/audio/tones_spectrogram_ict.yaml",
     "video": "configs/video/moving_digits_ict.yaml",
 }

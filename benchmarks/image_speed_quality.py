@@ -2,7 +2,7 @@
 
     python benchmarks/image_speed_quality.py [--train-steps N] [--brief-steps 300] [--extra runs/digits_edm]
 
-Pass an EDM run (configs/image/digits_edm.yaml) with --extra to add the Heun teacher at --teacher-steps.
+Pass an EDM run (configs/experiments/image/digits_edm.yaml) with --extra to add the Heun teacher at --teacher-steps.
 """
 
 from _common import parser, run

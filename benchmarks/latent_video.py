@@ -8,7 +8,7 @@
     # clips, identity consistency and label accuracy (Moving MNIST), one-step latency and frames/s incl. decode
     python benchmarks/latent_video.py models runs/moving_mnist_pixel_ict runs/moving_mnist_latent_ict --n 128
     # CPU seconds per training step of configs (what "equal training time" means on a machine shared with others)
-    python benchmarks/latent_video.py steptime configs/video/moving_mnist_pixel_ict.yaml configs/video/moving_mnist_latent_ict.yaml
+    python benchmarks/latent_video.py steptime configs/experiments/video/moving_mnist_pixel_ict.yaml configs/video/moving_mnist_latent_ict.yaml
 
 Every command prints JSON lines and, with --markdown, appends a table. Timings use `--threads` torch threads
 (default 2, "2 cores") and print the machine's load average: this CPU is shared with other jobs.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSIFIER = ROOT / "benchmarks" / "results" / "moving_mnist_digit_classifier.safetensors"
+CLASSIFIER = ROOT / "benchmarks" / "results" / "latent_video" / "moving_mnist_digit_classifier.safetensors"
 
 
 # ---------------------------------------------------------------- codec

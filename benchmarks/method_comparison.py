@@ -53,7 +53,8 @@ METHODS = {
 
 def config_path(name: str, kind: str) -> Path:
     s = SETS[name]
-    return ROOT / "configs" / s["dir"] / f"{s['prefix']}_{kind}.yaml"
+    recipe = ROOT / "configs" / s["dir"] / f"{s['prefix']}_{kind}.yaml"  # a recipe, else an experiment's config
+    return recipe if recipe.is_file() else ROOT / "configs" / "experiments" / s["dir"] / recipe.name
 
 
 def cpu_seconds_per_step(config: Path, overrides: list[str], scratch: Path, calib: tuple[int, int] = (10, 40)) -> float:
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--calib-steps", default="10,40", help="the two run lengths whose difference gives the cost")
     ap.add_argument("--n", type=int, default=512, help="samples per score")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "method_comparison"))
     ap.add_argument("--set-all", nargs="*", default=[], help="overrides for every run (e.g. train.threads=1)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the costs are CPU seconds of one thread

@@ -1,7 +1,7 @@
 """How close to the bf16 matmul peak a model *could* run: its convolutions and linear layers timed alone.
 
     python benchmarks/peak_ceiling.py spoken-digits moving-mnist fashion-mnist [--batch 16] [--repeats 7]
-        [--threads 2] [--widths 1,2,4] [--json benchmarks/results/peak_ceiling.json]
+        [--threads 2] [--widths 1,2,4] [--json benchmarks/results/peak/peak_ceiling.json]
 
 Issue 19 asks for a bf16 one-step forward at 40% of the measured bf16 matmul peak, "or, where a model is too small
 for that, the reason measured". `cm-media bench` gives the achieved share (counted forward FLOPs / forward time /

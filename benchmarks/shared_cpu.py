@@ -2,7 +2,7 @@
 
     python benchmarks/shared_cpu.py [--config configs/image/digits_ict.yaml] [--model image]
         [--train-steps 40] [--gen-calls 30] [--repeats 3] [--fixed-threads 2] [--settings default,fixed]
-        [--set KEY=VALUE ...] [--out benchmarks/results/shared_cpu.json]
+        [--set KEY=VALUE ...] [--out benchmarks/results/shared_cpu/shared_cpu.json]
 
 Issue 19 ("shared CPUs"): torch's OpenMP threads spin, so on 2 cores beside one other busy process a 2-thread
 training step ran ~22x slower; the command line now picks its thread count from the machine's load
@@ -202,7 +202,7 @@ def main() -> int:
     p.add_argument("--settings", default="default,fixed", help="of default, fixed, passive")
     p.add_argument("--kinds", default="train,generate", help="of train, generate")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shared_cpu.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shared_cpu" / "shared_cpu.json"))
     p.add_argument("--worker", choices=["train", "generate"], default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

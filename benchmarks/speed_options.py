@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tol", type=float, default=0.05,
                     help="relative FD / KID change vs float32 still counted as unchanged quality")
     ap.add_argument("--name", default=None, help="output name (default: the run folder's name)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and Markdown")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_options"), help="folder for the JSON and Markdown")
     return ap
 
 

@@ -46,7 +46,8 @@ SETS = {
 def config_path(name: str, kind: str) -> Path:
     s = SETS[name]
     file = s["ct"] if kind == "ict" else f"{s['prefix']}_{kind}.yaml"
-    return ROOT / "configs" / s["dir"] / file
+    recipe = ROOT / "configs" / s["dir"] / file  # a recipe, else an experiment's config
+    return recipe if recipe.is_file() else ROOT / "configs" / "experiments" / s["dir"] / file
 
 
 def train_run(config: Path, out: Path, overrides: list[str]) -> float:
@@ -149,7 +150,7 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "compare"))
     ap.add_argument("--teacher-steps", default="4,8,12,18", help="EDM Heun step counts to score the teacher at")
     ap.add_argument("--n", type=int, default=512, help="samples per score")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "teacher_comparison"))
     ap.add_argument("--set-all", nargs="*", default=[], help="overrides for every run (e.g. train.threads=2)")
     args = ap.parse_args()
     runs = Path(args.runs) / args.set

@@ -2,7 +2,7 @@
 and where a step's time goes, for a baseline and the fast path side by side (issue 35).
 
     python benchmarks/training_speed.py [--recipes spoken_digits,notes,...] [--threads 1,2] [--batch 4]
-        [--steps 3] [--repeats 3] [--variants baseline,fast] [--json benchmarks/results/training_speed.json]
+        [--steps 3] [--repeats 3] [--variants baseline,fast] [--json benchmarks/results/training_speed/training_speed.json]
     python benchmarks/training_speed.py --updates [--recipes ...]   # optimizer / EMA: per-tensor loop vs foreach
 
 Each recipe's config (configs/...) is built as `cm-media train` builds it (small data renders where the full set

@@ -6,7 +6,7 @@ targets say); clients are gradio_client.Client objects on this machine, so a req
 (the footage picture), queue, generation, file writing, the result's files downloaded. The server's own time per
 request (the page's "on the server" figure) is reported beside it.
 
-    python benchmarks/ui_latency.py --json benchmarks/results/ui_latency.json
+    python benchmarks/ui_latency.py --json benchmarks/results/ui/ui_latency.json
 """
 
 from __future__ import annotations

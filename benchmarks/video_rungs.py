@@ -1,15 +1,15 @@
 """Issue 34: where the video models lose quality, rung by rung (design notes, section 9), with one judge.
 
     # Moving MNIST: real clips, real clips through the codec (decode(encode(x))), the model at 1 and more steps
-    python benchmarks/video_rungs.py moving-mnist --n 64 --steps 1 8 --json benchmarks/results/rungs_moving_mnist.json
+    python benchmarks/video_rungs.py moving-mnist --n 64 --steps 1 8 --json benchmarks/results/rungs/rungs_moving_mnist.json
     # footage: frame-to-frame change of codec reconstructions vs real held-out footage, first-frame PSNR on still
     # pictures outside the training footage (opencv-doc's sample photos) through the codec and through the model
-    python benchmarks/video_rungs.py footage --n 32 --json benchmarks/results/rungs_footage.json
+    python benchmarks/video_rungs.py footage --n 32 --json benchmarks/results/rungs/rungs_footage.json
 
 Moving MNIST rows: identity (share of frames whose digit set equals the clip's most common one), pair (share of
 frames showing exactly the requested pair; for real and codec rows the clip's own digits), change (mean absolute
 frame-to-frame difference) and its ratio to the real clips'. The judge is the project's per-frame classifier
-(benchmarks/results/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
+(benchmarks/results/latent_video/moving_mnist_digit_classifier.safetensors, `latent_video.py classifier`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from cm_media.runs.model import build_model
 # (modality, preset, shipped config whose data/codec give the shape, expected patch per axis)
 CASES = [
     ("image", "dit-digits", "configs/image/digits_ict.yaml", [2, 2]),
-    ("audio", "dit-wave-small", "configs/audio/tones_waveform_ict.yaml", [32]),
+    ("audio", "dit-wave-small", "configs/experiments/audio/tones_waveform_ict.yaml", [32]),
     ("audio", "dit-spec-small", "configs/audio/tones_spectrogram_ict.yaml", [4, 4]),
     ("video", "dit-video-small", "configs/video/moving_digits_ict.yaml", [2, 4, 4]),
 ]

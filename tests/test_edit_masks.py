@@ -35,7 +35,7 @@ def test_video_frame_masks():
 @pytest.mark.parametrize("representation", ["waveform", "stft"])
 def test_audio_time_masks(tmp_path, repo_root, representation):
     # the backbone must fit the representation: configs are checked by building the network (on no memory)
-    cfg = load_config(f"{repo_root}/configs/audio/tones_waveform_ict.yaml", [f"codec.representation={representation}",
+    cfg = load_config(f"{repo_root}/configs/experiments/audio/tones_waveform_ict.yaml", [f"codec.representation={representation}",
                                                                             "backbone.preset=tiny"])
     m = get_modality("audio")
     codec = m.build_codec(cfg)
@@ -56,7 +56,7 @@ def test_audio_time_masks(tmp_path, repo_root, representation):
             time_mask(bad, shape, cfg, codec)
 
 
-@pytest.mark.parametrize("config,spec", [("configs/audio/tones_waveform_ict.yaml", "0.1:0.35"),
+@pytest.mark.parametrize("config,spec", [("configs/experiments/audio/tones_waveform_ict.yaml", "0.1:0.35"),
                                          ("configs/video/moving_digits_ict.yaml", "interpolate")])
 def test_modality_edit_keeps_unmasked_media(repo_root, config, spec, tmp_path):
     """Audio infilling and video interpolation through the modality hooks keep the kept region exactly."""

@@ -140,7 +140,7 @@ def test_bf16_autocast_forward():
 
 
 def test_cli_trains_and_samples_a_dit_on_digits(tmp_path, repo_root, tiny_overrides):
-    config = f"{repo_root}/configs/image/digits_dit_ict.yaml"
+    config = f"{repo_root}/configs/experiments/image/digits_dit_ict.yaml"
     out = tmp_path / "run"
     argv = ["train", config, *tiny_overrides(steps=3), "--set", "backbone.size=dit-micro", "--out", str(out),
             "--no-progress"]
@@ -162,7 +162,7 @@ def test_cli_selects_dit_over_a_unet_preset(tmp_path, capsys, digits_config, tin
 
 
 @pytest.mark.parametrize("config,extra", [
-    ("configs/audio/tones_waveform_ict.yaml", ["backbone.patch_size=16"]),
+    ("configs/experiments/audio/tones_waveform_ict.yaml", ["backbone.patch_size=16"]),
     ("configs/audio/tones_spectrogram_ict.yaml", ["backbone.patch_size=4"]),
     ("configs/video/moving_digits_ict.yaml", ["backbone.patch_size=[2,4,4]", "backbone.attention=factorized"]),
 ])

@@ -9,14 +9,15 @@ import cm_media
 from cm_media.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {"waveform": "tones_waveform_ict.yaml", "stft": "tones_spectrogram_ict.yaml"}
+CONFIGS = {"waveform": os.path.join("experiments", "audio", "tones_waveform_ict.yaml"),
+           "stft": os.path.join("audio", "tones_spectrogram_ict.yaml")}
 
 
 def tiny_train(tmp_path, rep):
     run = tmp_path / f"run_{rep}"
     sets = {"train.steps": 3, "train.batch_size": 4, "train.samples": 2, "train.warmup_steps": 1,
             "backbone.preset": "tiny", "data.tones": 16, "data.seconds": 0.25, "train.bf16": False}
-    args = ["train", os.path.join(ROOT, "configs", "audio", CONFIGS[rep]), "--out", str(run), "--no-progress"]
+    args = ["train", os.path.join(ROOT, "configs", CONFIGS[rep]), "--out", str(run), "--no-progress"]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     assert main(args) == 0
@@ -54,7 +55,7 @@ def test_train_then_generate_wav_of_requested_length(tmp_path, rep, capsys):
 
 def test_folder_config_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    args = ["train", os.path.join(ROOT, "configs", "audio", CONFIGS["waveform"]), "--out", str(tmp_path / "r"),
+    args = ["train", os.path.join(ROOT, "configs", CONFIGS["waveform"]), "--out", str(tmp_path / "r"),
             "--set", "data.dataset=folder", "--set", f"data.root={tmp_path / 'empty'}"]
     assert main(args) == 2
     err = capsys.readouterr().err

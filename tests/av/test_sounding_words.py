@@ -41,7 +41,7 @@ def test_word_clips_start_a_word_at_every_wall_hit():
 
 
 def test_sound_setting_is_checked_where_the_config_is_read():
-    cfg = load_config("configs/av/sounding_words_ict.yaml", [])
+    cfg = load_config("configs/experiments/av/sounding_words_ict.yaml", [])
     assert cfg.data.sound == "word"
     with pytest.raises(UserError, match=r"data.sound 'bark' \(note or word\)"):
         load_config("configs/av/sounding_digits_ict.yaml", ["data.sound=bark"])

@@ -15,7 +15,7 @@ from modalities.image.fashion_mnist import CLASSES, fashion_pixels
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "image" / "fashion_mnist_ict.yaml"
-GPU_CONFIG = ROOT / "configs" / "image" / "fashion_mnist_gpu_ict.yaml"
+GPU_CONFIG = ROOT / "configs" / "experiments" / "image" / "fashion_mnist_gpu_ict.yaml"
 needs_data = pytest.mark.skipif(not fashion_mnist.available(),
                                 reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 

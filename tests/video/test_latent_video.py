@@ -154,7 +154,7 @@ def test_latent_codec_errors(tmp_path):
 def test_moving_mnist_dataset_labels_and_pixels_for_learned_codecs():
     from modalities.video import MODALITY
 
-    cfg = load_config(ROOT / "configs" / "video" / "moving_mnist_pixel_ict.yaml",
+    cfg = load_config(ROOT / "configs" / "experiments" / "video" / "moving_mnist_pixel_ict.yaml",
                       ["data.clips=40", "codec.frames=4"])
     codec = MODALITY.build_codec(cfg)
     ds = MODALITY.build_dataset(cfg, codec, "train")
