@@ -124,9 +124,9 @@ def media_rates(cfg, media_shape: tuple, batch: int, seconds: float) -> dict:
     c, out = cfg.codec, {}
     if cfg.modality in ("audio", "av"):
         clip_s = c.frames / c.fps if cfg.modality == "av" else media_shape[-1] / c.sample_rate
-        out["audio_real_time_factor"] = round(batch * clip_s / seconds, 1)
+        out["audio_real_time_factor"] = float(f"{batch * clip_s / seconds:.4g}")
     if cfg.modality in ("video", "av"):
-        out["frames_per_s"] = round(batch * c.frames / seconds, 1)
+        out["frames_per_s"] = float(f"{batch * c.frames / seconds:.4g}")
     return out
 
 

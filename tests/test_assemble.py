@@ -77,7 +77,7 @@ def test_loading_parses_the_stored_conditions_once(monkeypatch, tmp_path):
 
 
 def test_meanflow_records_its_interval_input_once():
-    cfg = load_config(os.path.join(ROOT, "configs", "image", "digits_meanflow.yaml"), ["backbone.preset=tiny"])
+    cfg = load_config(os.path.join(ROOT, "configs", "experiments", "image", "digits_meanflow.yaml"), ["backbone.preset=tiny"])
     parts = model_module.assemble(cfg)
     assert [c.name for c in parts.conditions] == ["interval"]
     again = model_module.assemble(parts.cfg)  # a stored config: the interval is not added twice

@@ -83,6 +83,5 @@ def record_latent_codec(cfg, modality) -> None:
 
 def attach_weights(codec, modality) -> None:
     """Give a latent codec the reader of its codec run's weights (read on its first use, unless restored)."""
-    if isinstance(codec, LatentCodec) and codec.path:
-        source = modality.codec_source(codec.path)
-        codec.weights_reader = lambda: read_weights(source)
+    if isinstance(codec, LatentCodec) and codec.path:  # resolved only when read: a run or export that ships
+        codec.weights_reader = lambda: read_weights(modality.codec_source(codec.path))  # its codec needs no codec run

@@ -269,8 +269,8 @@ def compare(store: ModelStore, outputs: Outputs, model: str, conditions=(), firs
 
 
 def repo_results() -> Path:
-    """benchmarks/results of a source checkout (absent in an installed wheel)."""
-    return Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    """benchmarks/results/bundled of a source checkout (absent in an installed wheel)."""
+    return Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "bundled"
 
 
 def bench_table(info: ModelInfo, results: Path | None = None) -> tuple[str, Path | None]:
@@ -293,5 +293,5 @@ def bench_table(info: ModelInfo, results: Path | None = None) -> tuple[str, Path
     exact = [t for t in tables if t[0].stem == f"bundled_{key}"]
     md, table = (exact or tables)[0]
     plot = md.with_suffix(".png")
-    note = f"From `benchmarks/results/{md.name}` (`cm-media bench`, measured when the model was bundled).\n\n"
+    note = f"From `benchmarks/results/{md.parent.name}/{md.name}` (`cm-media bench`, measured when the model was bundled).\n\n"
     return note + table, plot if plot.is_file() else None
