@@ -145,26 +145,20 @@ class Trainer:
 
         from cm_media.conditions import derived_conditions, drop_conditions  # noqa: F401 (used in step)
         from cm_media.methods import METHODS, build_method
-        from cm_media.nn import resolve_backbone
-        from cm_media.registry import get_modality
         from cm_media.runs import ema as ema_update
         from cm_media.runs import precision
         from cm_media.runs.generator import apply_speed_options
-        from cm_media.runs.model import build_model, run_conditions
+        from cm_media.runs.model import assemble
         from cm_media.runs.teacher import load_teacher
-        from cm_media.runs.training import init_weights, make_optimizer, with_conditions
+        from cm_media.runs.training import init_weights, make_optimizer
 
         self.knobs, self.batch = knobs, batch
         tc = cfg.train
-        cfg = copy.deepcopy(cfg)
-        cfg.backbone = resolve_backbone(cfg.backbone, get_modality(cfg.modality).backbone_presets)
         device = torch.device("cpu")
         self.timer = Timer()
-        modality = get_modality(cfg.modality)
-        self.dataset = modality.build_dataset(cfg, modality.build_codec(cfg), "train")
-        cfg = with_conditions(cfg, self.dataset)
-        self.conditions = run_conditions(cfg)
-        _, self.codec, model = build_model(cfg)
+        parts = assemble(cfg, split="train")  # the training loop's setup: one codec shared by data set and model
+        cfg, self.dataset, self.codec, model = parts.cfg, parts.dataset, parts.codec, parts.model
+        self.conditions = parts.conditions
         if isinstance(self.codec, torch.nn.Module):
             self.codec.eval().requires_grad_(False)
         self.encode_in_loop = getattr(self.dataset, "encoded", True) is False
@@ -200,22 +194,16 @@ class Trainer:
 
         import torch
 
-        from cm_media.conditions import derived_conditions, drop_conditions
+        from cm_media.conditions import drop_conditions
         from cm_media.math.schedules import ema_warmup_decay
         from cm_media.runs import checkpoint as ckpt
-        from cm_media.runs.training import get_batch, get_cond, lr_at
+        from cm_media.runs.training import lr_at
 
         t, tc, step = self.timer, self.tc, self.step_index
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with t.section("data"):
-            idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.gen)
-            x0 = get_batch(self.dataset, idx)
-            if self.encode_in_loop:
-                with torch.no_grad():
-                    x0 = self.codec.encode(x0)
-            cond = get_cond(self.dataset, idx)
-            cond.update(derived_conditions(self.conditions, x0))
+            x0, cond = self.draw()
             if self.conditions and tc.cond_dropout > 0:
                 drop = torch.rand(self.batch, generator=self.gen) < tc.cond_dropout
                 cond = drop_conditions(self.conditions, cond, drop)
@@ -239,6 +227,22 @@ class Trainer:
         self.losses.append(value)
         return value
 
+    def draw(self):
+        """One batch as the training step sees it: data (encoded when the codec runs in the loop) and conditions."""
+        import torch
+
+        from cm_media.conditions import derived_conditions
+        from cm_media.runs.training import get_batch, get_cond
+
+        idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.gen)
+        x0 = get_batch(self.dataset, idx)
+        if self.encode_in_loop:
+            with torch.no_grad():
+                x0 = self.codec.encode(x0)
+        cond = get_cond(self.dataset, idx)
+        cond.update(derived_conditions(self.conditions, x0))
+        return x0, cond
+
     def timed_steps(self, n: int) -> list[dict]:
         """n steps, each as {part: seconds, 'total': seconds}."""
         out = []
@@ -252,24 +256,13 @@ class Trainer:
 
     def step_flops(self) -> int:
         """Counted FLOPs of one step's loss and backward (no optimizer step: the state is left as it was)."""
-        import torch
 
         from cm_media.eval.flops import count_flops
 
         state = self.gen.get_state()
 
         def run():
-            idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.gen)
-            from cm_media.runs.training import get_batch, get_cond
-
-            x0 = get_batch(self.dataset, idx)
-            if self.encode_in_loop:
-                with torch.no_grad():
-                    x0 = self.codec.encode(x0)
-            from cm_media.conditions import derived_conditions
-
-            cond = get_cond(self.dataset, idx)
-            cond.update(derived_conditions(self.conditions, x0))
+            x0, cond = self.draw()
             with self.autocast:
                 loss = self.method.loss(self.model, x0, self.step_index, self.gen, cond or None).float().mean()
             loss.backward()
