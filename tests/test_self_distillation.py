@@ -61,12 +61,51 @@ def test_loss_regresses_the_one_step_sample_onto_the_teachers_k_step_sample():
     assert torch.allclose(m.loss(lambda x, s: target, x0, 0, torch.Generator().manual_seed(1)), torch.zeros(4))
 
 
+class ClassShift(torch.nn.Module):
+    """f(x, sigma, cond) = x / (1 + sigma) + class label (the null label 3 of 3 classes shifts by 3)."""
+
+    def forward(self, x, sigma, cond=None):
+        shift = cond["class"].to(x.dtype) if cond else torch.zeros(x.shape[0])
+        return x / append_dims(1 + sigma, x.ndim) + append_dims(shift, x.ndim)
+
+
+def test_guided_teacher_target_is_the_classifier_free_k_step_sample():
+    from cm_media.conditions import Condition
+    from cm_media.math.guidance import classifier_free
+
+    conditions = [Condition("class", kind="class", classes=["a", "b", "c"])]
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, teacher_cfg_scale=3.0)
+    m = KD(cfg, ClassShift(), 10, teacher=ClassShift(), conditions=conditions)
+    cond = {"class": torch.tensor([0, 1, 2, 3])}  # the last row's condition was dropped: the null label
+    x0 = torch.zeros(4, 1, 6)
+    loss = m.loss(ClassShift(), x0, 0, torch.Generator().manual_seed(2), cond)
+    z = torch.randn((4, 1, 6), generator=torch.Generator().manual_seed(2))
+    null = {"class": torch.full((4,), 3)}
+    target = multistep_fixed_noise(classifier_free(ClassShift(), cond, null, 3.0), z, m.teacher_sigmas())
+    # per step the guided shift null + 3 (c - null) = 3 c - 6 replaces the plain c: 2 c - 6 more, and the first
+    # step's difference passes through the second step's 1 / (1 + tau); the dropped row stays unconditional
+    pred = ClassShift()(20.0 * z, torch.full((4,), 20.0), cond)
+    assert torch.allclose(loss, losses.pseudo_huber(pred, target, losses.pseudo_huber_c(6)))
+    plain = multistep_fixed_noise(lambda x, s: ClassShift()(x, s, cond), z, m.teacher_sigmas())
+    assert torch.allclose(target[3], plain[3]) and not torch.allclose(target[:3], plain[:3])
+    tau = m.teacher_sigmas()[1]
+    expected = (2 * torch.tensor([0.0, 1.0, 2.0, 3.0]) - 6) * (1 + 1 / (1 + tau))
+    assert torch.allclose(target[:, 0, 0] - plain[:, 0, 0], expected, atol=1e-5)
+    # guidance 1 is the plain conditional teacher
+    m1 = KD(KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2), ClassShift(), 10,
+            teacher=ClassShift(), conditions=conditions)
+    assert torch.allclose(m1.loss(ClassShift(), x0, 0, torch.Generator().manual_seed(2), cond),
+                          losses.pseudo_huber(pred, plain, losses.pseudo_huber_c(6)))
+
+
 def test_config_errors():
     with pytest.raises(UserError, match="teacher_steps must be >= 2 .* or 1 with method.joint_edit_stream"):
         KDConfig(teacher_steps=1)
     assert KDConfig(teacher_steps=1, joint_edit_stream=1).teacher_steps == 1
     with pytest.raises(UserError, match="teacher_sigmas lists 2 levels for teacher_steps 3"):
         KDConfig(teacher_steps=3, teacher_sigmas=[20.0, 1.0])
+    with pytest.raises(UserError, match="teacher_cfg_scale must be a number >= 0, got -1"):
+        KDConfig(teacher_cfg_scale=-1)
 
 
 def _tiny(digits_config, steps, **extra):

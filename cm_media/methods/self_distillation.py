@@ -28,7 +28,8 @@ import torch
 
 from cm_media.errors import UserError
 from cm_media.math import losses, streams
-from cm_media.math.guidance import bind
+from cm_media.conditions import GUIDANCE, null_like
+from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import _sig, default_step_sigmas, given_streams_multistep, multistep_fixed_noise
 from cm_media.methods.distillation import TeacherConfig, _FromTeacher
 
@@ -41,6 +42,9 @@ class KDConfig(TeacherConfig):
     name: str = "kd"
     teacher_steps: int = 3
     teacher_sigmas: list = field(default_factory=list)
+    # classifier-free guidance of the teacher's K steps (Ho & Salimans 2022): the student learns the guided sample
+    # and draws it unguided, in one evaluation instead of 2K (1.0: the plain conditional teacher)
+    teacher_cfg_scale: float = 1.0
     held_stream_p: float = 0.0  # share of samples with one stream held clean, kept at the teacher's one step
     held_weight: float = 1.0  # loss weight of those samples (pseudo-Huber pulls back with a constant force)
     # streams whose target in a held row (another stream held clean) is the data's own stream instead of the
@@ -66,6 +70,8 @@ class KDConfig(TeacherConfig):
         if self.teacher_steps < 1 or (self.teacher_steps == 1 and self.joint_edit_stream < 0):
             raise UserError(f"method.teacher_steps must be >= 2 (one step is the student), or 1 with "
                             f"method.joint_edit_stream, got {self.teacher_steps}")
+        if not self.teacher_cfg_scale >= 0 or self.teacher_cfg_scale == float("inf"):
+            raise UserError(f"method.teacher_cfg_scale must be a number >= 0, got {self.teacher_cfg_scale}")
         if self.teacher_sigmas and len(self.teacher_sigmas) != self.teacher_steps:
             raise UserError(f"method.teacher_sigmas lists {len(self.teacher_sigmas)} levels for "
                             f"teacher_steps {self.teacher_steps}")
@@ -129,17 +135,26 @@ class KD(_FromTeacher):
             loss = loss + c.magnitude_weight * self._magnitude_distance(model, pred, target)
         return weight * loss
 
+    def _teacher_fn(self, cond):
+        """The teacher's denoiser for these conditions: classifier-free guided at teacher_cfg_scale when it is not 1
+        (rows whose conditions were dropped get the unconditional teacher: guidance of null by null is null)."""
+        w = self.cfg.teacher_cfg_scale
+        data_cond = {k: v for k, v in (cond or {}).items() if k != GUIDANCE}
+        if w == 1.0 or not data_cond:
+            return bind(self.teacher, cond)
+        return classifier_free(self.teacher, data_cond, null_like(self.conditions, data_cond), w)
+
     @torch.no_grad()
     def _targets(self, z, x, sigma, held_rows, cond):
         """The teacher's K-step sample for the rows that generate both streams, its one-step output (the edit) for
         the rows holding a stream: each row costs the teacher K evaluations or one, never both."""
         if not held_rows.any():  # every row joint: the whole batch in one K-step sample
-            return multistep_fixed_noise(bind(self.teacher, cond), z, self.teacher_sigmas(), self.cfg.sigma_min)
+            return multistep_fixed_noise(self._teacher_fn(cond), z, self.teacher_sigmas(), self.cfg.sigma_min)
         target = None
         for rows, one_step in ((~held_rows, False), (held_rows, True)):
             if not rows.any():
                 continue
-            f = bind(self.teacher, None if cond is None else {k: v[rows] for k, v in cond.items()})
+            f = self._teacher_fn(None if cond is None else {k: v[rows] for k, v in cond.items()})
             out = f(x[rows], sigma[rows]) if one_step else multistep_fixed_noise(
                 f, z[rows], self.teacher_sigmas(), self.cfg.sigma_min)
             if target is None:  # the teacher's dtype (bf16 under autocast), as the all-joint path returns
