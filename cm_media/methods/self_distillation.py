@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cm_media.conditions import GUIDANCE, null_like
 from cm_media.errors import UserError
 from cm_media.math import losses, streams
-from cm_media.conditions import GUIDANCE, null_like
 from cm_media.math.guidance import bind, classifier_free
 from cm_media.math.samplers import _sig, default_step_sigmas, given_streams_multistep, multistep_fixed_noise
 from cm_media.methods.distillation import TeacherConfig, _FromTeacher
