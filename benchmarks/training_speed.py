@@ -8,17 +8,8 @@ and where a step's time goes, for a baseline and the fast path side by side (iss
 Each recipe's config (configs/...) is built as `cm-media train` builds it (small data renders where the full set
 is not cached: the audio sets' `data.small`), once per variant; then the variants' steps are interleaved (repeat
 r runs `--steps` steps of each variant in turn) so the shared machine's noise hits all of them alike. A step is
-the training loop's step, with its parts timed (exclusive times, seconds):
-
-    data     draw the batch: rendering, reading, the modality's cheap encode (an STFT) where it is in get_batch
-    encode   codec.encode (a learned codec's encoder on the model's device, or the dataset's STFT / pixel map)
-    target   forwards without gradients (iCT's stop-grad target, kd's student edits)
-    teacher  the frozen teacher's forwards (kd, CD)
-    forward  the student's forward with gradients
-    loss     the rest of method.loss (noise, sigmas, the distance)
-    backward loss.backward() and the gradient clip
-    optim    the optimizer step and the finite-weights check
-    ema      the EMA update (and method.after_step)
+the training loop's step with its parts timed (exclusive times: data, encode, target, teacher, forward, loss,
+backward, optim, ema; cm_media/eval/train_speed.py, which `cm-media bench --train CONFIG` also runs).
 
 Variants (knobs of the step, applied the way training applies them):
     baseline  the loop as it was: bf16 autocast (every recipe said train.bf16: true), the per-tensor EMA loop
@@ -49,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cm_media.eval.train_speed import markdown, peak_gflops, record
+
 RECIPES = {  # name -> (config, overrides for the bench)
     "spoken_digits": ("configs/audio/spoken_digits_ict.yaml", ["data.small=true"]),
     "notes": ("configs/audio/notes_ict.yaml", ["data.small=true"]),
@@ -59,7 +52,6 @@ RECIPES = {  # name -> (config, overrides for the bench)
     "sounding_digits": ("configs/av/sounding_digits_data_anneal.yaml", ["method.teacher=modalities/av/pretrained_sounding_digits",
                                                       "train.init_from=modalities/av/pretrained_sounding_digits"]),
 }
-PARTS = ("data", "encode", "target", "teacher", "forward", "loss", "backward", "optim", "ema")
 VARIANTS = {
     "baseline": {"bf16": True, "foreach": False, "channels_last": False},
     "fp32": {"bf16": "auto", "foreach": False, "channels_last": False},
@@ -68,62 +60,6 @@ VARIANTS = {
     "fast_cl": {"bf16": "auto", "foreach": True, "channels_last": True},
     "fast_compile": {"bf16": "auto", "foreach": True, "channels_last": False, "compile": True},
 }
-
-
-class Timer:
-    """Exclusive times of nested sections: a section's time excludes that of sections opened inside it."""
-
-    def __init__(self):
-        self.totals = defaultdict(float)
-        self._stack: list[list] = []  # [name, start, child time]
-
-    def start(self, name):
-        self._stack.append([name, time.perf_counter(), 0.0])
-
-    def stop(self):
-        name, t0, inner = self._stack.pop()
-        elapsed = time.perf_counter() - t0
-        self.totals[name] += elapsed - inner
-        if self._stack:
-            self._stack[-1][2] += elapsed
-
-    def section(self, name):
-        timer = self
-
-        class _Section:
-            def __enter__(self):
-                timer.start(name)
-
-            def __exit__(self, *exc):
-                timer.stop()
-
-        return _Section()
-
-
-def _hook_module(module, timer: Timer, label):
-    """Time every call of `module` as label(grad_enabled) (an exclusive section)."""
-    import torch
-
-    def pre(mod, args, kwargs=None):
-        timer.start(label(torch.is_grad_enabled()))
-
-    def post(mod, args, *rest):
-        timer.stop()
-
-    module.register_forward_pre_hook(pre, with_kwargs=True)
-    module.register_forward_hook(post, with_kwargs=True)
-
-
-def _hook_encode(codec, timer: Timer):
-    if codec is None or not hasattr(codec, "encode"):
-        return
-    inner = codec.encode
-
-    def encode(*args, **kwargs):
-        with timer.section("encode"):
-            return inner(*args, **kwargs)
-
-    codec.encode = encode
 
 
 def loop_ema(ema, model, decay):
@@ -137,150 +73,12 @@ def loop_ema(ema, model, decay):
             e.copy_(b)
 
 
-class Trainer:
-    """One recipe's training state under one variant, stepping as the training loop does, with timed parts."""
+def Trainer(cfg, knobs: dict, batch: int):
+    """One recipe's training state under one variant (cm_media/eval/train_speed.py's StepBench with its knobs)."""
+    from cm_media.eval.train_speed import Knobs, StepBench
 
-    def __init__(self, cfg, knobs: dict, batch: int):
-        import torch
-
-        from cm_media.conditions import derived_conditions, drop_conditions  # noqa: F401 (used in step)
-        from cm_media.methods import METHODS, build_method
-        from cm_media.runs import ema as ema_update
-        from cm_media.runs import precision
-        from cm_media.runs.generator import apply_speed_options
-        from cm_media.runs.model import assemble
-        from cm_media.runs.teacher import load_teacher
-        from cm_media.runs.training import init_weights, make_optimizer
-
-        self.knobs, self.batch = knobs, batch
-        tc = cfg.train
-        device = torch.device("cpu")
-        self.timer = Timer()
-        parts = assemble(cfg, split="train")  # the training loop's setup: one codec shared by data set and model
-        cfg, self.dataset, self.codec, model = parts.cfg, parts.dataset, parts.codec, parts.model
-        self.conditions = parts.conditions
-        if isinstance(self.codec, torch.nn.Module):
-            self.codec.eval().requires_grad_(False)
-        self.encode_in_loop = getattr(self.dataset, "encoded", True) is False
-        teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].wants_teacher(cfg.method) else None
-        self.method = build_method(cfg.method, model, tc.steps, teacher, self.conditions)
-        if tc.init_from:
-            init_weights(model, tc.init_from)
-        model.train()
-        if knobs["channels_last"] or knobs.get("compile"):
-            apply_speed_options(model, knobs["channels_last"], knobs.get("compile", False))
-            if teacher is not None:
-                apply_speed_options(teacher, knobs["channels_last"], knobs.get("compile", False))
-        self.ema = copy.deepcopy(model).requires_grad_(False).eval()
-        params = [*model.parameters(), *self.method.trainable_parameters()]
-        self.opt = make_optimizer(params, tc)
-        self.ema_fn = ema_update.update_ema if knobs["foreach"] else loop_ema
-        self.bf16 = precision.resolve_bf16(knobs["bf16"], device)
-        self.autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=self.bf16)
-        self.model, self.teacher, self.cfg, self.tc = model, teacher, cfg, tc
-        self.gen = torch.Generator().manual_seed(tc.seed)
-        torch.manual_seed(tc.seed)
-        _hook_module(model, self.timer, lambda grad: "forward" if grad else "target")
-        if teacher is not None:
-            _hook_module(teacher, self.timer, lambda grad: "teacher")
-        _hook_encode(getattr(self.dataset, "codec", None), self.timer)
-        if self.encode_in_loop and self.codec is not getattr(self.dataset, "codec", None):
-            _hook_encode(self.codec, self.timer)
-        self.step_index, self.losses = 0, []
-
-    def step(self):
-        """One training step (the loop's order); returns its loss."""
-        import math
-
-        import torch
-
-        from cm_media.conditions import drop_conditions
-        from cm_media.math.schedules import ema_warmup_decay
-        from cm_media.runs import checkpoint as ckpt
-        from cm_media.runs.training import lr_at
-
-        t, tc, step = self.timer, self.tc, self.step_index
-        for group in self.opt.param_groups:
-            group["lr"] = lr_at(step, tc)
-        with t.section("data"):
-            x0, cond = self.draw()
-            if self.conditions and tc.cond_dropout > 0:
-                drop = torch.rand(self.batch, generator=self.gen) < tc.cond_dropout
-                cond = drop_conditions(self.conditions, cond, drop)
-        with t.section("loss"):
-            with self.autocast:
-                per_sample = self.method.loss(self.model, x0, step, self.gen, cond or None)
-            loss = per_sample.float().mean()
-        with t.section("backward"):
-            self.opt.zero_grad(set_to_none=True)
-            value = loss.item()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        with t.section("optim"):
-            if math.isfinite(value) and bool(torch.isfinite(grad_norm)):
-                self.opt.step()
-                ckpt.finite_norm([*self.model.parameters(), *self.method.trainable_parameters()])
-        with t.section("ema"):
-            self.ema_fn(self.ema, self.model, ema_warmup_decay(tc.ema_decay, step))
-            self.method.after_step(self.model, step)
-        self.step_index += 1
-        self.losses.append(value)
-        return value
-
-    def draw(self):
-        """One batch as the training step sees it: data (encoded when the codec runs in the loop) and conditions."""
-        import torch
-
-        from cm_media.conditions import derived_conditions
-        from cm_media.runs.training import get_batch, get_cond
-
-        idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.gen)
-        x0 = get_batch(self.dataset, idx)
-        if self.encode_in_loop:
-            with torch.no_grad():
-                x0 = self.codec.encode(x0)
-        cond = get_cond(self.dataset, idx)
-        cond.update(derived_conditions(self.conditions, x0))
-        return x0, cond
-
-    def timed_steps(self, n: int) -> list[dict]:
-        """n steps, each as {part: seconds, 'total': seconds}."""
-        out = []
-        for _ in range(n):
-            self.timer.totals.clear()
-            t0 = time.perf_counter()
-            self.step()
-            total = time.perf_counter() - t0
-            out.append({**{p: self.timer.totals.get(p, 0.0) for p in PARTS}, "total": total})
-        return out
-
-    def step_flops(self) -> int:
-        """Counted FLOPs of one step's loss and backward (no optimizer step: the state is left as it was)."""
-
-        from cm_media.eval.flops import count_flops
-
-        state = self.gen.get_state()
-
-        def run():
-            x0, cond = self.draw()
-            with self.autocast:
-                loss = self.method.loss(self.model, x0, self.step_index, self.gen, cond or None).float().mean()
-            loss.backward()
-            self.model.zero_grad(set_to_none=True)
-
-        flops = count_flops(run)
-        self.gen.set_state(state)
-        return flops
-
-
-def peak(bf16: bool) -> float:
-    import torch
-
-    from cm_media.eval.flops import matmul_peak_gflops
-
-    if bf16:
-        return matmul_peak_gflops(torch.bfloat16, "cpu", 256, repeats=3, warmup=1)
-    return matmul_peak_gflops(torch.float32, "cpu", 1024, repeats=5, warmup=2)
+    return StepBench(cfg, batch, Knobs(bf16=knobs["bf16"], ema_fn=None if knobs["foreach"] else loop_ema,
+                                       channels_last=knobs["channels_last"], compile=knobs.get("compile", False)))
 
 
 def bench_updates(name: str, threads: int, repeats: int) -> dict:
@@ -317,10 +115,6 @@ def bench_updates(name: str, threads: int, repeats: int) -> dict:
     return out
 
 
-def summarize(rows: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in rows) for k in (*PARTS, "total")}
-
-
 def bench_recipe(name, threads, args) -> list[dict]:
     import torch
 
@@ -339,48 +133,23 @@ def bench_recipe(name, threads, args) -> list[dict]:
         print(f"  {name} {v} batch {b}: built in {time.perf_counter() - t0:.1f} s (bf16 {trainers[(v, b)].bf16})",
               flush=True)
     for tr in trainers.values():  # warm-up step (oneDNN primitive creation, first renders)
-        t0 = time.perf_counter()
-        tr.timed_steps(1)
-        tr.warmup_s = time.perf_counter() - t0
+        tr.warm_up()
     rows, peak_rows = defaultdict(list), defaultdict(list)
     precisions = sorted({tr.bf16 for tr in trainers.values()})
     for r in range(args.repeats):  # interleaved: every variant's steps and the peaks inside each repeat
         for key, tr in trainers.items():
             rows[key] += tr.timed_steps(args.steps)
         for bf16 in precisions:
-            peak_rows[bf16].append(peak(bf16))
+            peak_rows[bf16].append(peak_gflops(bf16))
         print(f"  repeat {r + 1}/{args.repeats}: " + ", ".join(
             f"{v}@{b} {statistics.median(x['total'] for x in rows[(v, b)]):.2f} s" for v, b in trainers), flush=True)
     peaks = {bf16: statistics.median(v) for bf16, v in peak_rows.items()}
-    out = []
-    for (v, b), tr in trainers.items():
-        s = summarize(rows[(v, b)])
-        flops = tr.step_flops()
-        gflops = flops / s["total"] / 1e9
-        out.append({
-            "recipe": name, "config": config, "variant": v, "batch": b, "threads": threads, "bf16": tr.bf16,
-            "samples_per_s": b / s["total"], "step_s": s["total"], "parts_s": {p: s[p] for p in PARTS},
-            "step_gflop": flops / 1e9, "gflops": gflops, "peak_gflops": peaks[tr.bf16],
-            "peak_share": gflops / peaks[tr.bf16], "warmup_s": tr.warmup_s, "steps_timed": len(rows[(v, b)]),
-            "losses": tr.losses,
-        })
+    out = [record(tr, rows[(v, b)], peaks[tr.bf16], recipe=name, config=config, variant=v, threads=threads)
+           for (v, b), tr in trainers.items()]
     base = next((o for o in out if o["variant"] == "baseline"), None)
     for o in out:
         o["speedup"] = o["samples_per_s"] / base["samples_per_s"] if base else None
     return out
-
-
-def markdown(results: list[dict]) -> str:
-    head = ("| recipe | threads | variant | batch | bf16 | samples/s | x baseline | step GFLOP | GFLOP/s | peak | "
-            "share | " + " | ".join(PARTS) + " |")
-    lines = [head, "|" + "---|" * (11 + len(PARTS))]
-    for o in results:
-        parts = " | ".join(f"{o['parts_s'][p]:.3f}" for p in PARTS)
-        speed = f"{o['speedup']:.2f}" if o["speedup"] else "-"
-        lines.append(f"| {o['recipe']} | {o['threads']} | {o['variant']} | {o['batch']} | {'on' if o['bf16'] else 'off'}"
-                     f" | {o['samples_per_s']:.2f} | {speed} | {o['step_gflop']:.1f} | {o['gflops']:.1f} | "
-                     f"{o['peak_gflops']:.1f} | {o['peak_share']:.0%} | {parts} |")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -423,7 +192,7 @@ def main(argv=None) -> int:
             if args.json:
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps(results, indent=1))
-    table = markdown(results)
+    table = markdown(results, baseline_column=True)
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")

@@ -104,7 +104,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     from cm_media.registry import modality_options, ordered_modalities
 
     b = sub.add_parser("bench", help="speed vs quality: latency, throughput, memory, FD/KID/precision/recall")
-    b.add_argument("sources", nargs="+", metavar="SOURCE", help="run directories or checkpoint files")
+    b.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="run directories or checkpoint files (with --train: training configs)")
+    b.add_argument("--train", action="store_true",
+                   help="training throughput of each config instead: samples/s, step FLOPs, share of the matmul "
+                        "peak, time per part of the step (data, encode, target, teacher, forward, backward, ...)")
+    b.add_argument("--train-steps", type=int, default=2, metavar="N", help="--train: timed steps per repeat")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="--train: a config override, as for train (repeatable)")
     b.add_argument("--steps", default="1,2,4", help="consistency step counts, comma-separated (default 1,2,4)")
     b.add_argument("--teacher-steps", type=int, default=18, help="EDM Heun steps N for diffusion models (NFE 2N-1)")
     b.add_argument("--batch", type=int, default=None, help="batch size for timing and sampling")
@@ -347,7 +354,41 @@ def cmd_bench(args) -> int:
     for option in ("json", "markdown", "plot"):  # checked before the (long) benchmark, not after it
         if getattr(args, option):
             files.output_file(getattr(args, option), f"--{option}")
+    if args.train:
+        return _bench_train(args)
+    if args.overrides:
+        raise UserError("--set is for bench --train (a training config's overrides)")
     return bench.main(args)
+
+
+def _bench_train(args) -> int:
+    """`cm-media bench --train CONFIG ...`: each recipe's training step as `train` runs it, timed."""
+    from cm_media.eval import train_speed
+    from cm_media.runs.config import load_config
+    from cm_media.runs.model import resolve_device
+
+    checks.integer(args.train_steps, "--train-steps", 1, 10_000)
+    checks.integer(args.repeats, "--repeats", 1, 1000)
+    if args.batch is not None:
+        checks.integer(args.batch, "--batch", 1, 1_000_000)
+    if args.plot:
+        raise UserError("--plot is for the sampling bench; bench --train writes --json and --markdown")
+    configs = [load_config(path, args.overrides) for path in args.sources]  # every config checked before timing
+    device = str(resolve_device(args.device))
+    records = []
+    for path, cfg in zip(args.sources, configs):
+        if args.bf16 is not None:
+            cfg.train.bf16 = args.bf16
+        records.append(train_speed.measure(cfg, Path(path).stem, args.batch, args.train_steps, args.repeats, device))
+        print(json.dumps({k: v for k, v in records[-1].items() if k != "losses"}, default=str), flush=True)
+    table = train_speed.markdown(records)
+    print(table, end="")
+    for path, text in ((args.json, json.dumps(records, indent=1) + "\n"), (args.markdown, table)):
+        if path:
+            with files.writing(path):
+                Path(path).write_text(text)
+            print(f"wrote {path}")
+    return 0
 
 
 def cmd_export(args) -> int:
