@@ -141,3 +141,20 @@ def test_demo_asks_the_fashion_model_for_a_class_per_row():
     assert "a class per row: tshirt, trouser" in image.demo_describe(cfg, torch.zeros(100, 1, 28, 28), 100, 1)
     digits = load_config(ROOT / "configs" / "image" / "digits_class_ict.yaml", [])
     assert image.demo_request(digits).target == "images.png"
+
+
+def test_bundled_model_draws_the_requested_class_in_one_step():
+    """The bundled kd student at its default (one step, one evaluation): 89% of 500 requests by the shipped net
+    (benchmarks/README.md, "Fashion-MNIST in one step"); 20 of each class here, chance is 10%."""
+    import cm_media
+    from modalities.image.fashion_net import load_fashion_net
+
+    gen = cm_media.load("fashion-mnist")
+    assert gen.cfg.sample.steps == 1 and gen.cfg.sample.cfg_scale == 1.0 and gen.cfg.method.name == "kd"
+    labels = torch.arange(10).repeat_interleave(20)
+    images = gen.generate(len(labels), seed=0, cond={"class": [CLASSES[i] for i in labels]}, bf16=False)
+    assert images.shape == (200, 1, 28, 28) and 0 <= float(images.min()) and float(images.max()) <= 1
+    net = load_fashion_net()
+    with torch.no_grad():
+        acc = float((net.head(net.embed(images)).argmax(1) == labels).float().mean())
+    assert acc >= 0.8
