@@ -132,13 +132,16 @@ def media_rates(cfg, media_shape: tuple, batch: int, seconds: float) -> dict:
 
 def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
     """One bundled model: one-step generation through Generator.sample + decode (the CLI's path) in bf16, and an
-    iCT training step of its backbone in bf16, at `batch`."""
+    iCT training step of its backbone in bf16, at `batch` (float32 on a CPU without native bf16, where
+    `cm-media` itself runs float32: emulated bf16 is 6-20x slower there)."""
     import copy
 
     import cm_media
     from cm_media.methods.consistency_training import ICTConfig
+    from cm_media.runs.precision import bf16_is_fast
 
     gen = cm_media.load(name, device=str(device))
+    bf16 = bf16_is_fast(device)
     cfg, shape = gen.cfg, gen.shape()
     x = torch.randn(batch, *shape, device=device)  # [B, C, *axes]
     sigma = torch.full((batch,), cfg.method.sigma_max, device=device)
@@ -151,7 +154,7 @@ def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
 
     def sample():
         with torch.no_grad():
-            media = gen.decode(gen.sample(x, 1, bf16=True, cond=cond), bf16=True)
+            media = gen.decode(gen.sample(x, 1, bf16=bf16, cond=cond), bf16=bf16)
         media_shape[:] = media.shape
 
     t_gen = timed(sample, device, repeats)
@@ -163,14 +166,14 @@ def check_bundled(name: str, device, batch: int, repeats: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
 
     def step():
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = method.loss(model, x, 0, g, cond_dev).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     t_train = timed(step, device, repeats)
-    row = {"model": name, "bundled": True, "bf16": True, "batch": batch, "shape": list(shape),
+    row = {"model": name, "bundled": True, "bf16": bf16, "batch": batch, "shape": list(shape),
            "onestep_samples_per_s": float(f"{batch / t_gen:.4g}"), "onestep_ms": round(1000 * t_gen, 2),
            **media_rates(cfg, tuple(media_shape), batch, t_gen), "train_steps_per_s": round(1 / t_train, 2),
            "train_samples_per_s": round(batch / t_train, 1), "gflops_per_forward": round(flops / 1e9, 2)}
