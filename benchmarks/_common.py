@@ -1,18 +1,27 @@
-"""Shared by the per-modality benchmark scripts: train the shipped config (full and brief) if needed, then bench.
+"""Shared by the benchmark scripts: the JSON rows file every script writes, and for the per-modality speed-quality
+scripts, training the shipped config (full and brief) if needed, then the bench.
 
-Each script reproduces one README table: the shipped config trained for its full length and for a brief
-run, benched at 1/2/4 steps next to real held-out data and decoded noise, written as JSON, Markdown and PNG.
+Each speed-quality script reproduces one README table: the shipped config trained for its full length and for a
+brief run, benched at 1/2/4 steps next to real held-out data and decoded noise, written as JSON, Markdown and PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_json(path: str | Path, rows: list[dict]) -> None:
+    """A script's result rows as indented JSON at `path` (its folder created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def parser(description: str, brief_steps: int) -> argparse.ArgumentParser:

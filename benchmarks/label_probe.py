@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
+from _common import write_json
 
 import cm_media
 from modalities.image.fashion_mnist import fashion_pixels
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": source, "n": args.n, **probe(gen, images.float(), labels.long(), s)})
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latent_video import (
@@ -170,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args.models = args.models or [args.dataset]
     rows = (cmd_moving_mnist if args.dataset == "moving-mnist" else cmd_footage)(args)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
     return 0
 
 
