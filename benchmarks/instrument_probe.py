@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from _common import write_json
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in args.models:
         gen = cm_media.load(source)
         if gen.cfg.data.dataset != "notes":
-            raise SystemExit(f"error: {source} is a {gen.cfg.data.dataset} model; the probe needs a notes model")
+            print(f"error: {source} is a {gen.cfg.data.dataset} model; the probe needs a notes model", file=sys.stderr)
+            return 2
         ds = build_dataset(gen.cfg, gen.codec, "eval")
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))[: args.n]
         for sigma in [float(s) for s in args.sigmas.split(",")]:
