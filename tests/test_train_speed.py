@@ -39,8 +39,10 @@ def test_a_recipes_step_is_timed_by_part_and_its_flops_counted(digits_config):
     assert rec["step_gflop"] > 0 and rec["gflops"] == pytest.approx(rec["step_gflop"] / rec["step_s"])
     assert rec["peak_share"] == pytest.approx(rec["gflops"] / rec["peak_gflops"])
     # the counted step is the student's forward and backward plus the no-grad target: about 3 forwards + 1
+    from cm_media.runs.training import draw_batch
+
     bench = train_speed.StepBench(cfg, 4)
-    x0, cond = bench.draw()
+    x0, cond = draw_batch(bench)
     fwd = count_flops(lambda: bench.model(x0, torch.full((4,), 1.0), cond or None))
     assert 3 * fwd <= bench.step_flops() <= 5 * fwd
 

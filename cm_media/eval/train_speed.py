@@ -18,6 +18,7 @@ does, with exclusive timers around its parts:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -105,11 +106,13 @@ class StepBench:
         knobs = knobs or Knobs()
         self.device = torch.device(device)
         self.timer = Timer()
+        if batch:  # the batch the training loop's draw_batch reads
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=int(batch)))
         torch.manual_seed(cfg.train.seed)  # as training's setup: the same initial weights
         parts = assemble(cfg, split="train")  # the training loop's setup: one codec shared by data set and model
         cfg, self.dataset, self.codec, model = parts.cfg, parts.dataset, parts.codec, parts.model
         tc = cfg.train
-        self.batch = int(batch or tc.batch_size)
+        self.batch = tc.batch_size
         self.conditions = parts.conditions
         model = model.to(self.device)
         if isinstance(self.codec, torch.nn.Module):
@@ -142,35 +145,21 @@ class StepBench:
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def draw(self):
-        """One batch as the training step sees it: data (encoded when the codec runs in the loop) and conditions."""
-        from cm_media.conditions import derived_conditions
-        from cm_media.runs.training import get_batch, get_cond
-
-        idx = torch.randint(0, len(self.dataset), (self.batch,), generator=self.gen)
-        x0 = get_batch(self.dataset, idx).to(self.device)
-        if self.encode_in_loop:
-            with torch.no_grad():
-                x0 = self.codec.encode(x0)
-        cond = {k: v.to(self.device) for k, v in get_cond(self.dataset, idx).items()}
-        cond.update(derived_conditions(self.conditions, x0))
-        return x0, cond
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        """One process: the whole global batch (what the training loop's draw_batch asks of a run)."""
+        return t
 
     def step(self) -> float:
         """One training step (the loop's order); returns its loss."""
-        from cm_media.conditions import drop_conditions
         from cm_media.math.schedules import ema_warmup_decay
         from cm_media.runs import checkpoint as ckpt
-        from cm_media.runs.training import lr_at
+        from cm_media.runs.training import draw_batch, lr_at
 
         t, tc, step = self.timer, self.tc, self.step_index
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with t.section("data"):
-            x0, cond = self.draw()
-            if self.conditions and tc.cond_dropout > 0:
-                drop = (torch.rand(self.batch, generator=self.gen) < tc.cond_dropout).to(self.device)
-                cond = drop_conditions(self.conditions, cond, drop)
+            x0, cond = draw_batch(self)  # the loop's own draw: indices, encode, conditions and their dropout
         with t.section("loss"):
             with self.autocast():
                 per_sample = self.method.loss(self.model, x0, step, self.gen, cond or None)
@@ -213,11 +202,12 @@ class StepBench:
     def step_flops(self) -> int:
         """Counted FLOPs of one step's loss and backward (no optimizer step: the state is left as it was)."""
         from cm_media.eval.flops import count_flops
+        from cm_media.runs.training import draw_batch
 
         state = self.gen.get_state()
 
         def run():
-            x0, cond = self.draw()
+            x0, cond = draw_batch(self)
             with self.autocast():
                 loss = self.method.loss(self.model, x0, self.step_index, self.gen, cond or None).float().mean()
             loss.backward()
