@@ -51,6 +51,11 @@ class ECTConfig(TeacherConfig):
     weighting: str = "gap"  # gap (1 / (t - r)) or edm ((t^2 + sd^2) / (t sd)^2)
 
 
+def data_conditions(cond: dict | None) -> dict:
+    """A batch's conditions without the student-only guidance-scale input."""
+    return {k: v for k, v in (cond or {}).items() if k != GUIDANCE}
+
+
 def init_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module) -> None:
     """Copy the teacher's backbone weights into the student (the parameterizations differ, the network doesn't);
     a guided student's extra guidance-scale embedding keeps its zero initialization."""
@@ -73,6 +78,13 @@ class _FromTeacher(Method):
 
     def _huber(self, x0) -> float:
         return self.cfg.huber_c if self.cfg.huber_c is not None else losses.pseudo_huber_c(x0[0].numel())
+
+    def guided_teacher(self, data_cond: dict, w):
+        """The teacher's denoiser classifier-free guided at w (a float or [B]) for the data's conditions (no
+        guidance input among them); the plain teacher when there are none."""
+        if not data_cond:
+            return self.teacher
+        return classifier_free(self.teacher, data_cond, null_like(self.conditions, data_cond), w)
 
 
 class CD(_FromTeacher):
@@ -105,10 +117,8 @@ class CD(_FromTeacher):
             return bind(self.teacher, cond), cond
         lo, hi = self.cfg.cfg_scale
         w = self._local(lo + (hi - lo) * torch.rand(self._global(x0.shape[0]), generator=gen)).to(x0.device)  # [B]
-        data_cond = {k: v for k, v in (cond or {}).items() if k != GUIDANCE}
-        teacher = classifier_free(self.teacher, data_cond, null_like(self.conditions, data_cond), w) if data_cond \
-            else self.teacher
-        return teacher, {**data_cond, GUIDANCE: w}
+        data_cond = data_conditions(cond)
+        return self.guided_teacher(data_cond, w), {**data_cond, GUIDANCE: w}
 
     def loss(self, model, x0, step, gen, cond=None):
         sigma_hi, sigma_lo = self._adjacent_sigmas(self.cfg.num_scales, x0.shape[0], gen, False, x0.device)

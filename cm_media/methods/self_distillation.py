@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cm_media.conditions import GUIDANCE, null_like
 from cm_media.errors import UserError
 from cm_media.math import losses, streams
-from cm_media.math.guidance import bind, classifier_free
+from cm_media.math.guidance import bind
 from cm_media.math.samplers import _sig, default_step_sigmas, given_streams_multistep, multistep_fixed_noise
-from cm_media.methods.distillation import TeacherConfig, _FromTeacher
+from cm_media.methods.distillation import TeacherConfig, _FromTeacher, data_conditions
 
 
 @dataclass
@@ -138,11 +137,10 @@ class KD(_FromTeacher):
     def _teacher_fn(self, cond):
         """The teacher's denoiser for these conditions: classifier-free guided at teacher_cfg_scale when it is not 1
         (rows whose conditions were dropped get the unconditional teacher: guidance of null by null is null)."""
-        w = self.cfg.teacher_cfg_scale
-        data_cond = {k: v for k, v in (cond or {}).items() if k != GUIDANCE}
-        if w == 1.0 or not data_cond:
+        data_cond = data_conditions(cond)
+        if self.cfg.teacher_cfg_scale == 1.0 or not data_cond:
             return bind(self.teacher, cond)
-        return classifier_free(self.teacher, data_cond, null_like(self.conditions, data_cond), w)
+        return self.guided_teacher(data_cond, self.cfg.teacher_cfg_scale)
 
     @torch.no_grad()
     def _targets(self, z, x, sigma, held_rows, cond):
