@@ -4,7 +4,9 @@ Encoder: conv_in, then per level `num_res_blocks` residual blocks (GroupNorm, Si
 between levels (kernel 2f, stride f, for a factor f per level), a middle block, and a conv to `latent_channels`.
 The decoder mirrors it with transposed convs. It is deterministic (no KL sampling): `encode` multiplies by a
 fixed `latent_scale` buffer (set it after training with `fit_latent_scale` so latents have unit std) and
-`decode` divides it out. A 2D model takes video [B, C, T, H, W] too, coding each frame on its own.
+`decode` divides it out. A 2D model takes video [B, C, T, H, W] too, coding each frame on its own; with
+`temporal_blocks` a clip's latents first pass 3D-conv blocks over time (temporal_refiner.py), so neighbouring
+frames decode as one scene.
 
 Registered as the backbone arch `autoencoder`: a codec run (`method.name: autoencoder`) trains it with the
 ordinary training loop, and `cm_media.nn.latent.LatentCodec` serves the trained weights as a codec.
@@ -20,6 +22,7 @@ from torch import nn
 
 from .layers import GroupNorm, conv_nd, norm_groups
 from .registry import register_arch
+from .temporal_refiner import TemporalRefiner
 
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
@@ -37,6 +40,8 @@ class AutoencoderConfig:
     dilations: list = field(default_factory=lambda: [1])  # cycled over a level's res blocks (1D: e.g. 1, 3, 9)
     mid_blocks: int = 1  # residual blocks at the lowest resolution, each side
     cond: list = field(default_factory=list)  # as a backbone: conditions are recorded here, and must stay empty
+    temporal_blocks: int = 0  # 2D codec of video: residual 3D-conv blocks over a clip's latents before decoding
+    temporal_width: int = 32  # their width (temporal_refiner.py)
 
     def __post_init__(self):
         if self.dims not in (1, 2, 3):
@@ -52,6 +57,10 @@ class AutoencoderConfig:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.cond:
             raise ValueError("an autoencoder takes no conditions (data.cond must be empty for a codec run)")
+        if self.temporal_blocks and self.dims != 2:
+            raise ValueError(f"temporal_blocks refine the latents of a 2D (per-frame) video codec, got dims {self.dims}")
+        if self.temporal_blocks and self.temporal_width < 1:
+            raise ValueError(f"temporal_width must be >= 1, got {self.temporal_width}")
 
     @property
     def factor(self) -> int:
@@ -133,6 +142,8 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else AutoencoderConfig(**kwargs)
         self.encoder, self.decoder = Encoder(self.cfg), Decoder(self.cfg)
+        c = self.cfg
+        self.temporal = TemporalRefiner(c.latent_channels, c.temporal_width, c.temporal_blocks) if c.temporal_blocks else None
         self.register_buffer("latent_scale", torch.ones(()))
 
     @property
@@ -176,7 +187,9 @@ class Autoencoder(nn.Module):
         return self.decode_raw(z / self.latent_scale)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode unscaled latents."""
+        """Decode unscaled latents; a clip [B, C, T, h, w] passes the temporal blocks first, if the codec has them."""
+        if self.temporal is not None and z.dim() == 5:
+            z = self.temporal(z)
         z, t = self._frames(z)
         return self._unfold(self.decoder(z), t)
 
