@@ -149,6 +149,26 @@ def frame_condition(c: Condition, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([known, torch.ones_like(known[:, :1])], 1)
 
 
+def keep_known_frames(denoiser, conditions: list[Condition], cond: dict[str, torch.Tensor]):
+    """f(x, sigma) whose estimate of the clean sample holds the given frames exactly where a frames condition's mask
+    is 1: they are known, so E[x0 | x_sigma, frames] equals them there (replacement, as in inpainting). Each
+    sampler step then continues from the given frames rather than from the network's copy of them, so a clip's
+    first frame is the picture as the codec decodes it."""
+    given = [(cond[c.name], c.dim) for c in conditions if c.kind == "frames" and c.name in cond]
+    if not given:
+        return denoiser
+
+    def f(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = denoiser(x, sigma)  # [B, C, T, *rest]
+        for value, dim in given:
+            k = min(value.shape[2], out.shape[2])
+            known, mask = value[:, :dim, :k].to(out.dtype), value[:, dim:dim + 1, :k].to(out.dtype)
+            out = torch.cat([torch.lerp(out[:, :, :k], known, mask), out[:, :, k:]], 2)
+        return out
+
+    return f
+
+
 def derived_conditions(conditions: list[Condition], x0: torch.Tensor) -> dict[str, torch.Tensor]:
     """The conditions cut from the clean samples x0 themselves (every frames condition), for training."""
     return {c.name: frame_condition(c, x0) for c in conditions if c.kind == "frames"}

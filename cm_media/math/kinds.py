@@ -48,6 +48,7 @@ class Kind(str):
 
     few_step = True  # a one- to few-step generator (consistency samplers, editing), not a diffusion model
     generates = True  # a codec run's network reconstructs and generates nothing
+    estimates_x0 = True  # the bound network returns the clean sample's estimate (MeanFlow's: a velocity)
 
     def network(self, backbone: nn.Module, sigma_data: float = 0.5, sigma_min: float = 0.002,
                 **options) -> nn.Module:
@@ -90,6 +91,8 @@ class TrigFlowKind(Kind):
 class MeanFlowKind(Kind):
     """MeanFlow's average velocity: z_r = z_t - (t - r) u(z_t, r, t) from t = 1 to 0 in `steps` jumps (uniform,
     or at the custom step levels converted to flow times), one evaluation each."""
+
+    estimates_x0 = False
 
     def network(self, backbone, sigma_data=0.5, sigma_min=0.002, **options):
         return MeanFlowNet(backbone, sigma_data, sigma_min, **options)

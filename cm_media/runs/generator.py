@@ -21,6 +21,7 @@ from cm_media.conditions import (
     Condition,
     _values,
     frame_condition,
+    keep_known_frames,
     null_like,
     request_tensors,
 )
@@ -194,14 +195,17 @@ class Generator:
 
     def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
         """f(x, sigma) with the conditions bound: a guided student gets the scale as an input; any other
-        conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch)."""
+        conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch).
+        Given frames (a first frame to animate) are kept exactly in every estimate (`keep_known_frames`)."""
         cond = {k: v.to(self.device) for k, v in cond.items()}
         if self.guided_student:
             w = 1.0 if cfg_scale is None else cfg_scale
-            return lambda x, s: net(x, s, {**cond, GUIDANCE: torch.full((x.shape[0],), w, device=x.device)})
-        if cfg_scale is None or cfg_scale == 1 or not cond:
-            return bind(net, cond)
-        return classifier_free(net, cond, null_like(self.conditions, cond), cfg_scale)
+            f = lambda x, s: net(x, s, {**cond, GUIDANCE: torch.full((x.shape[0],), w, device=x.device)})  # noqa: E731
+        elif cfg_scale is None or cfg_scale == 1 or not cond:
+            f = bind(net, cond)
+        else:
+            f = classifier_free(net, cond, null_like(self.conditions, cond), cfg_scale)
+        return keep_known_frames(f, self.conditions, cond) if self.kind.estimates_x0 else f
 
     # ------------------------------------------------------------------ sampling
 

@@ -107,6 +107,20 @@ def test_first_frame_from_the_command_line(latent_run, tmp_path):
     assert value.shape == (3, 2 + 1, 1, 8, 8) and torch.all(value[:, -1] == 1)
 
 
+@needs_digits
+@pytest.mark.parametrize("steps,cfg_scale", [(1, None), (2, 1.5)])
+def test_generation_keeps_the_given_first_frame(latent_run, steps, cfg_scale):
+    gen = load(latent_run, device="cpu")
+    given = torch.cat([torch.randn(2, 2, 1, 8, 8), torch.ones(2, 1, 1, 8, 8)], 1)  # [B, C + 1, 1, h, w]: mask last
+    value = gen.cond_tensors({"first_frame": given}, 2)["first_frame"]
+    value[1, -1] = 0  # sample 1 asks for nothing
+    noise = torch.randn(2, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = gen.sample(noise, steps, torch.Generator().manual_seed(1), cond={"first_frame": value},
+                   cfg_scale=cfg_scale)
+    assert torch.equal(x[0, :, 0], value[0, :2, 0])  # the given frame, exactly, whatever the network made of it
+    assert not torch.allclose(x[1, :, 0], value[1, :2, 0])
+
+
 def test_frame_inputs_pad_mask_and_null():
     seen = {}
 
