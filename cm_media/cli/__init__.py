@@ -157,6 +157,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
                    help="the exact training command line to record (default: train on the exported config.yaml)")
     x.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="change a generation default in the exported config, e.g. --set sample.bf16=true")
+    x.add_argument("--codec", default=None, metavar="CODEC",
+                   help="replace a latent model's codec by a codec run or export with the same encoder (one trained "
+                        "from it with method.train_part decoder or temporal), e.g. a decoder with temporal layers")
 
     from cm_media.cli.demo import bench_samples_help
 

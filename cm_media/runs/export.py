@@ -20,6 +20,7 @@ from cm_media import files
 from cm_media.errors import UserError
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
+from cm_media.runs.codec_swap import swap_codec
 from cm_media.runs.config import apply_overrides, config_from_dict
 from cm_media.runs.loader import checked_config, load_codec_state, resolve_source
 from cm_media.runs.model import assemble, with_resolved_backbone
@@ -53,10 +54,11 @@ def default_command(out: Path, run_dir: Path | None) -> str:
 
 
 def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: str | None = None,
-           overrides: list[str] | None = None) -> Exported:
+           overrides: list[str] | None = None, codec: str | None = None) -> Exported:
     """Write OUT/model.safetensors, OUT/config.yaml and OUT/README.md from a run directory or checkpoint file.
 
-    `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change).
+    `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change);
+    `codec` replaces a latent model's codec by one sharing its encoder (codec_swap.py).
     """
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -75,6 +77,8 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
             raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    if codec is not None:
+        raw, tensors = swap_codec(raw, tensors, codec, get_modality(raw.get("modality")))
     cfg = config_from_dict(raw)
     files.output_folder(out)  # before any work: a path under a file, an unwritable folder or a full disk
     preset = cfg.backbone.get("preset")
@@ -105,6 +109,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         "backbone_name": meta.get("backbone_name") or preset or cfg.backbone.get("arch"),
         "exported_from": meta.get("exported_from") or str(run_dir or path),
         "sample_overrides": list(meta.get("sample_overrides") or []) + list(overrides or []),
+        "codec_swaps": list(meta.get("codec_swaps") or []) + ([str(codec)] if codec is not None else []),
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     model_path = out / "model.safetensors"
@@ -143,6 +148,8 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         (f"| generation defaults | {cfg.sample.steps} step(s), bf16 autocast {'on' if cfg.sample.bf16 else 'off'}, "
          f"batch {cfg.sample.batch_size} |"),
         f"| exported | {meta['exported_at']} |",
+        *([f"| codec | `{cfg.codec.path}`, swapped in by `export --codec` (same encoder: the model's latents "
+           "are unchanged) |"] if meta.get("codec_swaps") else []),
         "",
         "Train it again (the same config and seed; from the repository root unless the command says otherwise):",
         "",
@@ -155,6 +162,7 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         "```bash",
         f"cm-media export {shlex.quote(meta['exported_from'])} --out {shlex.quote(out.as_posix())} --dtype {meta['dtype']}"
         + "".join(f" --set {shlex.quote(o)}" for o in meta["sample_overrides"])
+        + "".join(f" --codec {shlex.quote(c)}" for c in meta.get("codec_swaps") or [])
         + f" --command {shlex.quote(meta['command'])}",
         "```",
         "",
@@ -166,7 +174,8 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
 
 
 def main(args) -> int:
-    result = export(args.source, args.out, dtype=args.dtype, command=args.train_command, overrides=args.overrides)
+    result = export(args.source, args.out, dtype=args.dtype, command=args.train_command, overrides=args.overrides,
+                    codec=args.codec)
     print(f"exported step {result.step} ({result.params:,} parameters, {args.dtype}) -> {result.model} "
           f"({result.size_bytes / 2**20:.2f} MiB), with config.yaml and README.md")
     return 0

@@ -121,6 +121,33 @@ def test_generation_keeps_the_given_first_frame(latent_run, steps, cfg_scale):
     assert not torch.allclose(x[1, :, 0], value[1, :2, 0])
 
 
+@needs_digits
+def test_export_swaps_in_a_temporal_decoder_with_the_same_encoder(codec_run, latent_run, tmp_path, capsys):
+    temporal = tmp_path / "temporal"
+    sets = {**SMALL, "train.steps": 2, "backbone.channels": 4, "backbone.latent_channels": 2,
+            "backbone.temporal_blocks": 1, "backbone.temporal_width": 4, "method.frames_per_clip": 0,
+            "method.latent_noise": 0.4, "method.train_part": "temporal", "train.init_from": str(codec_run)}
+    assert main(["train", str(CODEC_CONFIG), "--out", str(temporal), "--no-progress", *_sets(sets)]) == 0
+    out = tmp_path / "export"
+    assert main(["export", str(latent_run), "--out", str(out), "--codec", str(temporal), "--dtype", "float32"]) == 0
+    swapped, plain = load(out, device="cpu"), load(latent_run, device="cpu")
+    assert swapped.cfg.codec.autoencoder["temporal_blocks"] == 1 and swapped.codec.ae.temporal is not None
+    clip = torch.rand(1, 1, 4, 32, 32)
+    assert torch.equal(swapped.codec.encode(clip), plain.codec.encode(clip))  # the latent space is the model's
+    z = plain.codec.encode(clip)
+    assert not torch.allclose(swapped.codec.decode(z), plain.codec.decode(z))  # decoded through the new blocks
+    noise = torch.randn(1, 2, 4, 8, 8)
+    assert torch.equal(swapped.sample(noise, 1), plain.sample(noise, 1))  # the network is unchanged
+    assert "--codec" in (out / "README.md").read_text()
+    other = tmp_path / "other"  # a codec with its own encoder: the model's latents would not mean the same
+    sets = {**SMALL, "train.steps": 1, "backbone.channels": 4, "backbone.latent_channels": 2, "train.seed": 5}
+    assert main(["train", str(CODEC_CONFIG), "--out", str(other), "--no-progress", *_sets(sets)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(latent_run), "--out", str(tmp_path / "bad"), "--codec", str(other)]) == 2
+    assert "its encoder is not the model's" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_frame_inputs_pad_mask_and_null():
     seen = {}
 
