@@ -35,11 +35,10 @@ from latent_video import (
     load_classifier,
 )
 
-STILLS = Path("/usr/share/doc/opencv-doc/examples/data")
-# photographs (no drawings, text or calibration boards), none of them in the footage sources
-STILL_NAMES = ["baboon.jpg", "fruits.jpg", "butterfly.jpg", "home.jpg", "building.jpg", "apple.jpg", "orange.jpg",
-               "messi5.jpg", "aero1.jpg", "HappyFish.jpg", "squirrel_cls.jpg", "smarties.png", "stuff.jpg",
-               "starry_night.jpg", "leuvenA.jpg", "board.jpg"]
+from modalities.video.pictures import HELD_OUT as STILL_NAMES
+from modalities.video.pictures import ROOTS
+
+STILLS = Path(ROOTS[0])
 
 
 def stills(size: int = 64) -> tuple[torch.Tensor, list[str]]:

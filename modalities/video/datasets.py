@@ -42,6 +42,7 @@ class VideoDataConfig:
     clip_hop: float = 0.5  # folder: clip starts are this share of a clip length apart
     cache_clips: int = 512  # folder: decoded clips kept in memory (uint8)
     sources: list = field(default_factory=list)  # footage: source names (default: cockatoo, city, vtest)
+    pictures: float = 0.0  # footage, training part: share of clips that are still pictures (pictures.py)
     # conditions: moving-digits and moving_mnist label "digit1", "digit2"; every dataset has "first_frame"
     cond: list = field(default_factory=list)
 
@@ -292,6 +293,12 @@ def footage_dataset(cfg, codec, part: str) -> GeneratedClips:
     split_name, n = _part_clips(dc, part)
     source = Footage(split_name, num_clips=n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed,
                      fps=cfg.codec.fps, sources=tuple(dc.sources) or DEFAULT_SOURCES)
+    if not 0 <= dc.pictures <= 1:
+        raise UserError(f"data.pictures must be a share in [0, 1], got {dc.pictures}")
+    if dc.pictures > 0 and part == "train":
+        from .pictures import Pictures, WithPictures
+        stills = Pictures(n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed)
+        source = WithPictures(source, stills, dc.pictures, dc.seed)
     return GeneratedClips(source, codec, codec.cfg.channels).use_conditions(list(dc.cond), first_frame_condition(codec))
 
 
