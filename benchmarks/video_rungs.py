@@ -120,11 +120,12 @@ def cmd_footage(args) -> list[dict]:
     print(json.dumps(rows[-1]), flush=True)
     for source in args.models:
         gen = cm_media.load(source, device="cpu")
-        if source == args.models[0]:
+        if source == args.models[0] or args.every_codec:
             rec = codec_roundtrip(gen, real)
             change = frame_change(rec)[0]
             rec_pics = codec_roundtrip(gen, pics[:, :, None])[:, :, 0]
-            rows.append({"rung": "codec decode(encode(real))", "codec": str(gen.cfg.codec.path), "n": len(real),
+            rows.append({"rung": "codec decode(encode(real))", "codec": str(gen.cfg.codec.path), "model": source,
+                         "n": len(real),
                          "psnr_db": round(psnr(rec, real), 2), "change": round(change, 5),
                          "change_ratio": round(change / real_change, 3),
                          "stills": len(pics), "stills_psnr_db": round(psnr(rec_pics, pics), 2)})
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fp32", dest="bf16", action="store_false", default=None,
                    help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
+    p.add_argument("--every-codec", action="store_true", help="footage: the codec rows for every model, not the first")
     p.add_argument("--save-stills", default=None, help="footage: also write the 64x64 stills to this folder")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
