@@ -77,8 +77,9 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
             raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    if codec is not None:
-        raw, tensors = swap_codec(raw, tensors, codec, get_modality(raw.get("modality")))
+    swapped = codec  # `codec` names the codec object below
+    if swapped is not None:
+        raw, tensors = swap_codec(raw, tensors, swapped, get_modality(raw.get("modality")))
     cfg = config_from_dict(raw)
     files.output_folder(out)  # before any work: a path under a file, an unwritable folder or a full disk
     preset = cfg.backbone.get("preset")
@@ -109,7 +110,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         "backbone_name": meta.get("backbone_name") or preset or cfg.backbone.get("arch"),
         "exported_from": meta.get("exported_from") or str(run_dir or path),
         "sample_overrides": list(meta.get("sample_overrides") or []) + list(overrides or []),
-        "codec_swaps": list(meta.get("codec_swaps") or []) + ([str(codec)] if codec is not None else []),
+        "codec_swaps": list(meta.get("codec_swaps") or []) + ([str(swapped)] if swapped is not None else []),
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     model_path = out / "model.safetensors"

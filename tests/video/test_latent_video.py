@@ -139,6 +139,8 @@ def test_export_swaps_in_a_temporal_decoder_with_the_same_encoder(codec_run, lat
     noise = torch.randn(1, 2, 4, 8, 8)
     assert torch.equal(swapped.sample(noise, 1), plain.sample(noise, 1))  # the network is unchanged
     assert "--codec" in (out / "README.md").read_text()
+    assert main(["export", str(latent_run), "--out", str(tmp_path / "plain")]) == 0
+    assert "--codec" not in (tmp_path / "plain" / "README.md").read_text()  # no swap, no mention
     other = tmp_path / "other"  # a codec with its own encoder: the model's latents would not mean the same
     sets = {**SMALL, "train.steps": 1, "backbone.channels": 4, "backbone.latent_channels": 2, "train.seed": 5}
     assert main(["train", str(CODEC_CONFIG), "--out", str(other), "--no-progress", *_sets(sets)]) == 0
