@@ -104,7 +104,7 @@ def cmd_moving_mnist(args) -> list[dict]:
         for steps in args.steps:
             for w in args.cfg_scales:
                 t0 = time.process_time()
-                media = gen.generate(args.n, steps=steps, seed=0, cond=cond, cfg_scale=w, bf16=args.bf16).float()
+                media = gen.generate(args.n, steps=steps, seed=args.seed, cond=cond, cfg_scale=w, bf16=args.bf16).float()
                 rows.append(mnist_row(f"model, {steps} step(s)", media, labels, net, real_change, model=source,
                                       steps=steps, cfg_scale=w, cpu_s=round(time.process_time() - t0, 1)))
     return rows
@@ -137,7 +137,7 @@ def cmd_footage(args) -> list[dict]:
             for steps in args.steps:
                 for w in args.cfg_scales:
                     t0 = time.process_time()
-                    media = gen.generate(len(firsts), steps=steps, seed=0, cond=cond, cfg_scale=w, bf16=args.bf16).float()
+                    media = gen.generate(len(firsts), steps=steps, seed=args.seed, cond=cond, cfg_scale=w, bf16=args.bf16).float()
                     change = frame_change(media)[0]
                     rows.append({"rung": f"model, {steps} step(s)", "model": source, "first_frames": label,
                                  "steps": steps, "cfg_scale": w, "n": len(firsts),
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[1])
     p.add_argument("--cfg-scales", type=float, nargs="+", default=[None])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="the generation seed (noise of every sample)")
     p.add_argument("--fp32", dest="bf16", action="store_false", default=None,
                    help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
     p.add_argument("--every-codec", action="store_true", help="footage: the codec rows for every model, not the first")
