@@ -47,13 +47,13 @@ def held_out_clips(dataset: str, n: int, channels: int = 1, size: int = 64, fram
 def cmd_codec(args) -> list[dict]:
     from cm_media.nn import codec_losses
     from cm_media.nn.latent import LatentCodec
-    from cm_media.runs.codec_runs import autoencoder_arch, codec_file, read_codec_config, read_weights
+    from cm_media.runs.codec_runs import codec_file, latent_codec_arch, read_codec_config, read_weights
 
     torch.set_num_threads(args.threads)
     rows = []
     for source in args.sources:
         run = read_codec_config(source)
-        arch = {"in_channels": run["codec"]["channels"], **autoencoder_arch(run)}
+        arch = latent_codec_arch(run)
         codec = LatentCodec(arch, source, in_scale=2.0, in_shift=-1.0, clamp=(0.0, 1.0)).eval()
         codec.weights_reader = lambda source=source: read_weights(source)
         clips = held_out_clips(run["data"]["dataset"], args.clips, run["codec"]["channels"])

@@ -58,6 +58,11 @@ def autoencoder_arch(run_config: dict) -> dict:
     return {k: v for k, v in backbone.items() if k not in ("arch", "cond", "preset")}
 
 
+def latent_codec_arch(run_config: dict) -> dict:
+    """What a latent model records in `codec.autoencoder`: the autoencoder's config with the channels it codes."""
+    return {"in_channels": (run_config.get("codec") or {}).get("channels", 1), **autoencoder_arch(run_config)}
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The autoencoder's weights (EMA where the file has them) in float32."""
     file = codec_file(path)
@@ -78,7 +83,7 @@ def record_latent_codec(cfg, modality) -> None:
     run = read_codec_config(modality.codec_source(c.path))
     if (run.get("codec") or {}).get("kind", "pixel") != "pixel" or run.get("modality") != cfg.modality:
         raise UserError(f"codec.path {c.path} is not a {cfg.modality} codec run on pixels")
-    c.autoencoder = {"in_channels": (run.get("codec") or {}).get("channels", 1), **autoencoder_arch(run)}
+    c.autoencoder = latent_codec_arch(run)
 
 
 def attach_weights(codec, modality) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from cm_media.errors import UserError
 from cm_media.runs import checkpoint as ckpt
-from cm_media.runs.codec_runs import autoencoder_arch, read_codec_config, read_weights
+from cm_media.runs.codec_runs import latent_codec_arch, read_codec_config, read_weights
 
 SHARED = ("encoder.", "latent_scale")  # what must not change: the latent space
 
@@ -25,7 +25,7 @@ def swap_codec(raw: dict, tensors: dict[str, torch.Tensor], source: str, modalit
                         f"{codec.get('kind', 'pixel')!r}, not latent)")
     path = modality.codec_source(source)
     run = read_codec_config(path)
-    arch = {"in_channels": (run.get("codec") or {}).get("channels", 1), **autoencoder_arch(run)}
+    arch = latent_codec_arch(run)
     old_arch = dict(codec.get("autoencoder") or {})
     keys = sorted((set(arch) | set(old_arch)) - {"temporal_blocks", "temporal_width"})
     differ = [k for k in keys if k in arch and k in old_arch and arch[k] != old_arch[k]]

@@ -54,11 +54,11 @@ def default_command(out: Path, run_dir: Path | None) -> str:
 
 
 def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: str | None = None,
-           overrides: list[str] | None = None, codec: str | None = None) -> Exported:
+           overrides: list[str] | None = None, new_codec: str | None = None) -> Exported:
     """Write OUT/model.safetensors, OUT/config.yaml and OUT/README.md from a run directory or checkpoint file.
 
     `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change);
-    `codec` replaces a latent model's codec by one sharing its encoder (codec_swap.py).
+    `new_codec` replaces a latent model's codec by one sharing its encoder (codec_swap.py).
     """
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -77,9 +77,8 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
             raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    swapped = codec  # `codec` names the codec object below
-    if swapped is not None:
-        raw, tensors = swap_codec(raw, tensors, swapped, get_modality(raw.get("modality")))
+    if new_codec is not None:
+        raw, tensors = swap_codec(raw, tensors, new_codec, get_modality(raw.get("modality")))
     cfg = config_from_dict(raw)
     files.output_folder(out)  # before any work: a path under a file, an unwritable folder or a full disk
     preset = cfg.backbone.get("preset")
@@ -110,7 +109,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
         "backbone_name": meta.get("backbone_name") or preset or cfg.backbone.get("arch"),
         "exported_from": meta.get("exported_from") or str(run_dir or path),
         "sample_overrides": list(meta.get("sample_overrides") or []) + list(overrides or []),
-        "codec_swaps": list(meta.get("codec_swaps") or []) + ([str(swapped)] if swapped is not None else []),
+        "codec_swaps": list(meta.get("codec_swaps") or []) + ([str(new_codec)] if new_codec is not None else []),
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     model_path = out / "model.safetensors"
@@ -176,7 +175,7 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
 
 def main(args) -> int:
     result = export(args.source, args.out, dtype=args.dtype, command=args.train_command, overrides=args.overrides,
-                    codec=args.codec)
+                    new_codec=args.codec)
     print(f"exported step {result.step} ({result.params:,} parameters, {args.dtype}) -> {result.model} "
           f"({result.size_bytes / 2**20:.2f} MiB), with config.yaml and README.md")
     return 0

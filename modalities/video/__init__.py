@@ -121,6 +121,8 @@ class VideoModality(Modality):
             checks.number(d.clip_hop, "data.clip_hop", 0, lo_open=True)
         if hasattr(d, "cache_clips"):
             checks.integer(d.cache_clips, "data.cache_clips", 0)
+        if hasattr(d, "pictures"):
+            checks.number(d.pictures, "data.pictures", 0, 1)
         resolve_latent(c)  # a latent codec: its autoencoder's config, read from codec.path once and recorded
 
     def edit_mask(self, spec, model_shape, cfg):

@@ -293,8 +293,6 @@ def footage_dataset(cfg, codec, part: str) -> GeneratedClips:
     split_name, n = _part_clips(dc, part)
     source = Footage(split_name, num_clips=n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed,
                      fps=cfg.codec.fps, sources=tuple(dc.sources) or DEFAULT_SOURCES)
-    if not 0 <= dc.pictures <= 1:
-        raise UserError(f"data.pictures must be a share in [0, 1], got {dc.pictures}")
     if dc.pictures > 0 and part == "train":
         from .pictures import Pictures, WithPictures
         stills = Pictures(n, frames=cfg.codec.frames, size=_square_size(cfg), seed=dc.seed)

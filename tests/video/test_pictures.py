@@ -1,6 +1,8 @@
 """Still pictures for the footage codec (pictures.py): held-out photos and their near-copies never served, still
 clips, the share of pictures in a footage source, and the config check."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,10 @@ def test_no_pictures_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CM_MEDIA_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError, match="apt-get install opencv-doc"):
         pics.load_pictures()
+
+
+def test_the_share_of_pictures_is_checked_when_the_config_loads(repo_root):
+    from cm_media.runs.config import load_config
+
+    with pytest.raises(UserError, match="data.pictures"):
+        load_config(Path(repo_root) / "configs" / "video" / "footage_codec_pictures.yaml", ["data.pictures=1.5"])
