@@ -56,6 +56,9 @@ class TrainConfig:
     # fine-tuning: start from the EMA weights of a run, checkpoint or bundled model (a module the source lacks,
     # e.g. a newly added zero-initialized one, keeps its fresh initialization; every other weight must fit)
     init_from: str = ""
+    # video: train on a random window of this many frames cut from each clip (0: whole clips). 1 trains the
+    # per-frame layers on single frames, each from another clip: a cheap first stage for what a frame shows
+    clip_frames: int = 0
 
 
 @dataclass
@@ -311,6 +314,10 @@ def validate(cfg: RunConfig) -> None:
     hook = getattr(modality, "validate_config", None)
     if hook is not None:
         hook(cfg)  # data and codec ranges, in the modality's terms
+    frames = getattr(cfg.codec, "frames", None)
+    if cfg.train.clip_frames and (frames is None or cfg.train.clip_frames > frames):
+        raise UserError(f"train.clip_frames {cfg.train.clip_frames} needs clips of at least that many frames "
+                        f"({'codec.frames is ' + str(frames) if frames is not None else 'this data has no frames'})")
     check_network_size(cfg)
 
 
@@ -342,6 +349,7 @@ def _validate_train(t) -> None:
     checks.integer(t.samples, "train.samples", 0, 100_000)
     if not 0 <= t.cond_dropout < 1:
         raise UserError(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
+    checks.integer(t.clip_frames, "train.clip_frames", 0, 10**6)
 
 
 def _validate_method(m) -> None:

@@ -66,6 +66,13 @@ def get_batch(dataset, indices: torch.Tensor) -> torch.Tensor:
     return torch.stack([dataset[int(i)] for i in indices])
 
 
+def frame_windows(clips: torch.Tensor, starts: torch.Tensor, frames: int) -> torch.Tensor:
+    """Clip b's frames starts[b] .. starts[b] + frames - 1: [B, C, T, H, W] -> [B, C, frames, H, W]."""
+    t = starts[:, None] + torch.arange(frames, device=clips.device)  # [B, frames]
+    rows = torch.arange(clips.shape[0], device=clips.device)[:, None]
+    return clips.transpose(1, 2)[rows, t].transpose(1, 2).contiguous()
+
+
 def get_cond(dataset, indices: torch.Tensor) -> dict[str, torch.Tensor]:
     """The conditions of a batch ({} for an unconditional dataset)."""
     return dataset.get_cond(indices) if getattr(dataset, "conditions", None) else {}
@@ -347,6 +354,9 @@ def draw_batch(run: Training) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     tc = run.cfg.train
     idx = run.shard(torch.randint(0, len(run.dataset), (tc.batch_size,), generator=run.gen))
     x0 = get_batch(run.dataset, idx).to(run.device, non_blocking=True)  # [B, C, *axes]
+    if tc.clip_frames:  # before the codec: only the frames trained on are encoded
+        starts = torch.randint(0, x0.shape[2] - tc.clip_frames + 1, (tc.batch_size,), generator=run.gen)
+        x0 = frame_windows(x0, run.shard(starts).to(x0.device), tc.clip_frames)
     if getattr(run.dataset, "encoded", True) is False:  # media batches (a learned codec): encoded on the device
         with torch.no_grad():
             x0 = run.codec.encode(x0)
