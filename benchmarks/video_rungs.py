@@ -78,10 +78,11 @@ def codec_roundtrip(gen, clips: torch.Tensor, batch: int = 8) -> torch.Tensor:
 
 def mnist_row(name: str, clips: torch.Tensor, labels: torch.Tensor, net, real_change: float, **extra) -> dict:
     sets = classify_frames(net, clips)
-    change = frame_change(clips.float())[0]
-    row = {"rung": name, **extra, "n": len(clips), "identity": round(identity_consistency(sets), 4),
-           "pair": round(label_accuracy(sets, labels), 4), "change": round(change, 5),
-           "change_ratio": round(change / real_change, 3)}
+    row = {"rung": name, **extra, "n": len(clips), "frames": clips.shape[2],
+           "identity": round(identity_consistency(sets), 4), "pair": round(label_accuracy(sets, labels), 4)}
+    if clips.shape[2] > 1:  # single frames (--frames 1) have no motion
+        change = frame_change(clips.float())[0]
+        row.update(change=round(change, 5), change_ratio=round(change / real_change, 3))
     print(json.dumps(row), flush=True)
     return row
 
@@ -104,7 +105,8 @@ def cmd_moving_mnist(args) -> list[dict]:
         for steps in args.steps:
             for w in args.cfg_scales:
                 t0 = time.process_time()
-                media = gen.generate(args.n, steps=steps, seed=args.seed, cond=cond, cfg_scale=w, bf16=args.bf16).float()
+                media = gen.generate(args.n, steps=steps, seed=args.seed, cond=cond, cfg_scale=w, bf16=args.bf16,
+                                     frames=args.frames).float()
                 rows.append(mnist_row(f"model, {steps} step(s)", media, labels, net, real_change, model=source,
                                       steps=steps, cfg_scale=w, cpu_s=round(time.process_time() - t0, 1)))
     return rows
@@ -165,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the generation seed (noise of every sample)")
     p.add_argument("--fp32", dest="bf16", action="store_false", default=None,
                    help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="moving-mnist: generate clips of this many frames (1: single frames, what a model trained "
+                        "with train.clip_frames 1 has learned); default the model's clip length")
     p.add_argument("--every-codec", action="store_true", help="footage: the codec rows for every model, not the first")
     p.add_argument("--save-stills", default=None, help="footage: also write the 64x64 stills to this folder")
     p.add_argument("--json", default=None)
