@@ -18,6 +18,7 @@ import yaml
 
 from cm_media import files
 from cm_media.errors import UserError
+from cm_media.math.kinds import kind_of
 from cm_media.registry import get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.codec_swap import swap_codec
@@ -121,21 +122,23 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     size = model_path.stat().st_size
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     shape = modality.sample_shape(cfg, codec)
-    readme = _readme(cfg, new_meta, params, size, digest, path, out, shape)
+    readme = _readme(cfg, new_meta, params, size, digest, path, out, shape, kind_of(model.kind).generates)
     with files.writing(out / "README.md"):
         ckpt.atomic_write_bytes(out / "README.md", readme.encode())
     return Exported(out, model_path, step, params, size, command)
 
 
 def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path,
-            sample_shape: tuple[int, ...]) -> str:
+            sample_shape: tuple[int, ...], generates: bool = True) -> str:
     m = cfg.modality
     shape = "x".join(str(v) for v in sample_shape)
     backbone = meta.get("backbone_name") or cfg.backbone.get("arch") or "custom"
+    what = (f"A consistency model (method `{cfg.method.name}`)" if generates else
+            f"A learned codec (method `{cfg.method.name}`: a latent model names it in `codec.path`)")
     lines = [
-        f"# Bundled {m} model",
+        f"# Bundled {m} {'model' if generates else 'codec'}",
         "",
-        (f"A consistency model (method `{cfg.method.name}`) of the `{cfg.data.dataset}` {m} data "
+        (f"{what} of the `{cfg.data.dataset}` {m} data "
          f"(model tensor {shape}, backbone `{backbone}`), exported by `cm-media export`."),
         "",
         "| | |",
@@ -167,6 +170,8 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         "```",
         "",
         (f"Use it: `cm-media generate {m}` or `cm_media.load(\"{m}\")`. `config.yaml` here is the run config "
+         "that is also stored in the file's metadata." if generates else
+         "Use it: `codec.path` in a latent model's config names this folder. `config.yaml` here is the run config "
          "that is also stored in the file's metadata."),
         "",
     ]

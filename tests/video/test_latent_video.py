@@ -84,6 +84,12 @@ def test_latent_model_records_and_ships_its_codec(codec_run, latent_run, tmp_pat
     assert torch.equal(codec_state["ae.decoder.net.0.weight"], trained["ema.backbone.decoder.net.0.weight"])
     exported = tmp_path / "export"
     assert main(["export", str(latent_run), "--out", str(exported)]) == 0
+    assert (exported / "README.md").read_text().startswith("# Bundled video model\n\nA consistency model")
+    codec_export = tmp_path / "codec_export"
+    assert main(["export", str(codec_run), "--out", str(codec_export)]) == 0
+    text = (codec_export / "README.md").read_text()
+    assert text.startswith("# Bundled video codec\n\nA learned codec (method `autoencoder`")
+    assert "codec.path" in text and "cm-media generate" not in text
     moved = codec_run.with_name("moved")
     shutil.move(codec_run, moved)  # generation needs neither the codec run nor the training run
     try:
