@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp32", dest="bf16", action="store_false", default=None,
                     help="sample in float32 (default: the model's sample.bf16; bf16 is slow on CPUs without AVX-512)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if load_fashion_net() is None:
         raise SystemExit("modalities/image/fashion_net.safetensors is missing: python -m modalities.image.fashion_net")
     steps = [int(v) for v in args.steps.split(",")]
