@@ -127,6 +127,9 @@ class Modality:
     # the `method.name` a config that names none trains with: "from_data" without `method.teacher`, "from_teacher"
     # with one; each modality sets the winner of benchmarks/method_comparison.py on its data sets
     default_methods: ClassVar[dict[str, str]] = {"from_data": "ict", "from_teacher": "cmt"}
+    # model tensors [B, C, T, ...] with the clip's frames on axis 2 (codec.frames of them): `train.clip_frames` may
+    # cut windows of frames from them (a flat packing such as the sounding-video codec's must say False)
+    frame_axis: bool = False
 
     def build_codec(self, cfg) -> Codec:
         raise NotImplementedError

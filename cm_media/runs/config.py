@@ -314,10 +314,13 @@ def validate(cfg: RunConfig) -> None:
     hook = getattr(modality, "validate_config", None)
     if hook is not None:
         hook(cfg)  # data and codec ranges, in the modality's terms
-    frames = getattr(cfg.codec, "frames", None)
-    if cfg.train.clip_frames and (frames is None or cfg.train.clip_frames > frames):
-        raise UserError(f"train.clip_frames {cfg.train.clip_frames} needs clips of at least that many frames "
-                        f"({'codec.frames is ' + str(frames) if frames is not None else 'this data has no frames'})")
+    n = cfg.train.clip_frames
+    if n and not modality.frame_axis:  # the sounding-video codec has codec.frames, but packs them flat
+        raise UserError(f"train.clip_frames {n} needs clips of at least that many frames ({cfg.modality} model "
+                        "tensors have no frame axis: this data has no frames to cut)")
+    if n and n > cfg.codec.frames:
+        raise UserError(f"train.clip_frames {n} needs clips of at least that many frames (codec.frames is "
+                        f"{cfg.codec.frames})")
     check_network_size(cfg)
 
 

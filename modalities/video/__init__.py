@@ -23,6 +23,7 @@ MAX_EDIT_FRAMES = 256  # longest clip `cm-media edit video` takes (the whole cli
 
 class VideoModality(Modality):
     name = "video"
+    frame_axis = True  # [B, C, T, H, W]
     DataConfig = VideoDataConfig
     CodecConfig = VideoCodecConfig
     backbone_presets = PRESETS

@@ -56,6 +56,8 @@ def test_clip_frames_out_of_range(repo_root, value, message):
         small(repo_root, f"train.clip_frames={value}")
 
 
-def test_clip_frames_needs_frames(repo_root):
+@pytest.mark.parametrize("config", ["image/digits_ict.yaml", "av/sounding_digits_ict.yaml"])
+def test_clip_frames_needs_frames(repo_root, config):
+    """Images have no frames; sounding video has codec.frames but packs them into a flat tensor [B, 1, D]."""
     with pytest.raises(UserError, match="this data has no frames"):
-        load_config(f"{repo_root}/configs/image/digits_ict.yaml", ["train.clip_frames=1"])
+        load_config(f"{repo_root}/configs/{config}", ["train.clip_frames=1"])
