@@ -208,6 +208,7 @@ def test_export_roundtrip_bf16_and_float32(tiny_run, tmp_path, capsys):
         readme = (out / "README.md").read_text()
         assert "cm-media train configs/image/digits_ict.yaml --set backbone.preset=tiny" in readme
         assert str(tiny_run) in readme and "step 2" in readme
+        assert f"`cm-media generate {out.as_posix()}`" in readme  # not a bundled folder: named by its path
         with safe_open(str(out / "model.safetensors"), framework="pt") as f:
             assert all(k.startswith("ema.") for k in f.keys())
     # bf16 storage is about half of float32
@@ -216,6 +217,18 @@ def test_export_roundtrip_bf16_and_float32(tiny_run, tmp_path, capsys):
     # an export of an export keeps the recorded command and source
     main(["export", str(tmp_path / "bf16"), "--out", str(tmp_path / "again")])
     assert "--set backbone.preset=tiny" in (tmp_path / "again" / "README.md").read_text()
+
+
+def test_export_readme_names_a_bundled_folder_by_its_model_name(tiny_run, tmp_path, monkeypatch, capsys):
+    """An export into a bundled model's folder says `generate notes`, not the modality's own model (`generate audio`)."""
+    from cm_media.runs import export
+
+    out = tmp_path / "pretrained_fancy"
+    monkeypatch.setattr(export, "bundled_models", lambda: {"image": ("image", tmp_path / "pretrained"),
+                                                           "fancy": ("image", out)})
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "`cm-media generate fancy` or `cm_media.load(\"fancy\")`" in readme and "generate image" not in readme
 
 
 def test_export_default_command_trains_the_exported_config(tiny_run, tmp_path, capsys):

@@ -19,7 +19,7 @@ import yaml
 from cm_media import files
 from cm_media.errors import UserError
 from cm_media.math.kinds import kind_of
-from cm_media.registry import get_modality
+from cm_media.registry import bundled_models, get_modality
 from cm_media.runs import checkpoint as ckpt
 from cm_media.runs.codec_swap import swap_codec
 from cm_media.runs.config import apply_overrides, config_from_dict
@@ -128,6 +128,15 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     return Exported(out, model_path, step, params, size, command)
 
 
+def _use_name(out: Path) -> str:
+    """What `generate` and `load` take for an export in `out`: its bundled name when `out` is a bundled model's folder
+    (e.g. "notes", not the modality "audio"), else the folder itself."""
+    for name, (_, folder) in bundled_models().items():
+        if folder.resolve() == Path(out).resolve():
+            return name
+    return Path(out).as_posix()
+
+
 def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path,
             sample_shape: tuple[int, ...], generates: bool = True) -> str:
     m = cfg.modality
@@ -169,7 +178,8 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         + f" --command {shlex.quote(meta['command'])}",
         "```",
         "",
-        (f"Use it: `cm-media generate {m}` or `cm_media.load(\"{m}\")`. `config.yaml` here is the run config "
+        (f"Use it: `cm-media generate {_use_name(out)}` or `cm_media.load(\"{_use_name(out)}\")`. `config.yaml` here "
+         "is the run config "
          "that is also stored in the file's metadata." if generates else
          "Use it: `codec.path` in a latent model's config names this folder. `config.yaml` here is the run config "
          "that is also stored in the file's metadata."),
