@@ -29,6 +29,8 @@ CODECS = {
     "stft": {},  # the bundled words model's: n_fft 512, hop 250, |X|^0.5 e^{i phase}
     "mel40": {"representation": "mel", "n_mels": 40},  # n_fft 512, Griffin-Lim 32 iterations
     "mel64": {"representation": "mel", "n_mels": 64},
+    "mel64gl16": {"representation": "mel", "n_mels": 64, "griffin_lim_iters": 16},  # decode time ~ iterations
+    "mel64gl8": {"representation": "mel", "n_mels": 64, "griffin_lim_iters": 8},
     "mel80": {"representation": "mel", "n_mels": 80, "n_fft": 1024},
     "mel80gl64": {"representation": "mel", "n_mels": 80, "n_fft": 1024, "griffin_lim_iters": 64},
 }

@@ -130,6 +130,9 @@ class Modality:
     # model tensors [B, C, T, ...] with the clip's frames on axis 2 (codec.frames of them): `train.clip_frames` may
     # cut windows of frames from them (a flat packing such as the sounding-video codec's must say False)
     frame_axis: bool = False
+    # codec keys that change only how model tensors decode to media, not the tensors a model was trained on
+    # (audio's Griffin-Lim iterations): `cm-media export --set codec.KEY=...` may change these, like sample.*
+    decode_keys: ClassVar[tuple[str, ...]] = ()
 
     def build_codec(self, cfg) -> Codec:
         raise NotImplementedError

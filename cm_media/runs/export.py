@@ -58,7 +58,8 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
            overrides: list[str] | None = None, new_codec: str | None = None) -> Exported:
     """Write OUT/model.safetensors, OUT/config.yaml and OUT/README.md from a run directory or checkpoint file.
 
-    `overrides` are `sample.key=value` generation defaults to change (weights-shaping sections cannot change);
+    `overrides` are `sample.key=value` generation defaults to change, or a codec key the modality lists in
+    `decode_keys` (it changes the decode only); weights-shaping sections cannot change;
     `new_codec` replaces a latent model's codec by one sharing its encoder (codec_swap.py).
     """
     if dtype not in DTYPES:
@@ -73,9 +74,12 @@ def export(source: str | Path, out: str | Path, dtype: str = "bf16", command: st
     path = resolve_source(src)
     checked_config(path)  # the file's claims (config, sizes) before its tensors are loaded
     tensors, meta = ckpt.load_checkpoint(path)
+    decode_keys = {f"codec.{k}" for k in get_modality(meta["config"]["modality"]).decode_keys}
     for text in overrides or []:
-        if not text.split("=", 1)[0].strip().startswith("sample."):
-            raise UserError(f"export --set only changes generation defaults (sample.*), got {text!r}")
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith("sample.") and key not in decode_keys:
+            allowed = "sample.*" + "".join(f", {k}" for k in sorted(decode_keys))
+            raise UserError(f"export --set only changes generation defaults ({allowed}), got {text!r}")
     raw = apply_overrides(dict(meta["config"]), overrides or [])
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     if new_codec is not None:

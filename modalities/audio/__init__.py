@@ -28,6 +28,7 @@ class AudioModality(Modality):
     CodecConfig = AudioCodecConfig
     backbone_presets = PRESETS
     default_suffix = ".wav"
+    decode_keys = ("griffin_lim_iters",)  # the mel codec's phase reconstruction: trained tensors are the same
     generate_options: ClassVar[list] = [
         ("--seconds", {"type": float, "help": "audio/video: clip length in seconds (default: the training length)"}),
         ("--audio-format", {"choices": ["pcm16", "pcm24", "float"],

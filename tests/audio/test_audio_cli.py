@@ -62,3 +62,26 @@ def test_folder_config_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: no usable audio in") and "empty" in err and "Traceback" not in err
     assert main(args[:4] + ["--set", "codec.representation=cqt"]) == 2
     assert "codec.representation" in capsys.readouterr().err
+
+
+def test_export_may_change_the_mel_decode_but_not_the_tensors(tmp_path, capsys):
+    """codec.griffin_lim_iters only changes the decode (AudioModality.decode_keys): export --set takes it; a key that
+    changes the trained tensors (n_mels) stays refused with one line naming what may change."""
+    sets = {"train.steps": 2, "train.batch_size": 4, "train.samples": 0, "train.warmup_steps": 1,
+            "backbone.preset": "tiny", "data.tones": 16, "data.seconds": 0.25, "train.bf16": False,
+            "codec.representation": "mel", "codec.n_mels": 16, "codec.griffin_lim_iters": 32}
+    run = tmp_path / "mel"
+    args = ["train", os.path.join(ROOT, "configs", CONFIGS["stft"]), "--out", str(run), "--no-progress"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    assert main(args) == 0
+    out = tmp_path / "exp"
+    assert main(["export", str(run), "--out", str(out), "--set", "codec.griffin_lim_iters=4"]) == 0
+    gen = cm_media.load(out)
+    assert gen.cfg.codec.griffin_lim_iters == 4 and gen.codec.cfg.griffin_lim_iters == 4
+    assert "--set codec.griffin_lim_iters=4" in (out / "README.md").read_text()  # the re-export command keeps it
+    assert 2000 <= gen.generate(1, steps=1).shape[-1] < 2000 + 128  # whole hops of the 0.25 s crop
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "bad"), "--set", "codec.n_mels=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "codec.griffin_lim_iters" in err[0] and "codec.n_mels=8" in err[0]
