@@ -1,6 +1,6 @@
 """One-step audio generation as a user gets it: `Generator.generate` with guidance and the decode, x real time.
 
-    python benchmarks/audio_speed.py spoken-digits runs/spoken_digits_mel_ict --cfg-scales 1,2 --threads 2
+    python benchmarks/audio_speed.py spoken-digits notes --cfg-scales 1,2 --threads 2
 
 Issue 33 keeps "one-step generation at least 200x real time on 2 cores including guidance and the decode". Each
 SOURCE is timed in the same process, interleaved repeat by repeat (a load change hits every row alike): the
