@@ -125,6 +125,7 @@ def _check_stream(p: Path, kind: str) -> None:
             if not streams:
                 raise UserError(f"uploaded file {p.name} holds no {kind} stream: this model edits {kind}")
             stream = streams[0]
+            rate = _rate(stream) if kind == "video" else None  # read while open: PyAV >= 18.1.1 refuses after close
             seconds = _duration(container, stream)
             if seconds is None:  # no duration in the headers: decode the packets' timestamps (cheap, no frames)
                 seconds = _demuxed_duration(container, stream)
@@ -132,7 +133,7 @@ def _check_stream(p: Path, kind: str) -> None:
         raise
     except Exception as exc:  # av.error.*: not a media file, truncated, unknown codec
         raise UserError(f"uploaded file {p.name} is not {kind} this server can read ({_first_line(exc)})") from None
-    limit = MAX_SECONDS if kind == "audio" else MAX_FRAMES / max(1e-3, _rate(stream))
+    limit = MAX_SECONDS if kind == "audio" else MAX_FRAMES / max(1e-3, rate)
     if seconds is not None and seconds > limit + 1e-6:
         what = f"{limit:g} s" if kind == "audio" else f"{MAX_FRAMES} frames ({limit:.1f} s at its frame rate)"
         raise UserError(f"uploaded file {p.name} is {seconds:.1f} s long; this server edits at most {what}: cut out "
