@@ -12,6 +12,7 @@ model of that representation generates per clip: its size is what a training ste
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import torch
@@ -19,7 +20,7 @@ from _common import write_json
 
 import cm_media
 from cm_media.eval import metrics
-from modalities.audio.codec import AudioCodecConfig, build_codec
+from modalities.audio.codec import build_codec
 from modalities.audio.datasets import build_dataset
 from modalities.audio.feature_net import classify
 from modalities.audio.recognizer import WordRecognizer
@@ -53,10 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     media, labels = media[sub], ds.source.labels[sub]
     ref = classify(media, rate)
     asr = WordRecognizer(ds.source.class_names)
-    base = {k: v for k, v in gen.cfg.codec.__dict__.items() if k in AudioCodecConfig.__dataclass_fields__}
     rows = []
     for name in args.codecs.split(","):
-        codec = build_codec(AudioCodecConfig(**{**base, **CODECS[name]}))
+        codec = build_codec(dataclasses.replace(gen.cfg.codec, **CODECS[name]))
         with torch.no_grad():
             x = codec.encode(media)  # [N, C, F, T]
             coded = codec.decode(x)[..., : media.shape[-1]].float()

@@ -23,13 +23,10 @@ from _common import write_json
 import cm_media
 
 
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,17 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     scales = [float(v) for v in args.cfg_scales.split(",")]
     times: dict = {(s, w): [] for s in gens for w in scales}
     decode: dict = {s: [] for s in gens}
+    conds = {s: {k: [v[0]] for k, v in gen.condition_spec().items()} or None  # the first class of each condition
+             for s, gen in gens.items()}
     for _ in range(args.repeats):  # interleaved: each repeat times every row once
         for s, gen in gens.items():
-            spec = gen.condition_spec()
-            cond = {k: [v[0]] for k, v in spec.items()} if spec else None  # the first class of each condition
             for w in scales:
-                kw = {"cfg_scale": w} if cond else {}
-                gen.generate(args.batch, steps=args.steps, bf16=args.bf16, cond=cond, **kw)  # warm
-                times[(s, w)] += timed(lambda: gen.generate(args.batch, steps=args.steps, bf16=args.bf16, cond=cond,
-                                                            **kw), 1)
+                kw = {"cfg_scale": w} if conds[s] else {}
+                run = lambda: gen.generate(args.batch, steps=args.steps, bf16=args.bf16, cond=conds[s], **kw)  # noqa: E731
+                run()  # warm
+                times[(s, w)].append(timed(run))
             x = torch.randn(args.batch, *gen.shape())
-            decode[s] += timed(lambda: gen.decode(x), 1)
+            decode[s].append(timed(lambda: gen.decode(x)))
     rows = []
     for (s, w), ts in times.items():
         gen = gens[s]

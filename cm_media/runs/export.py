@@ -144,6 +144,7 @@ def _use_name(out: Path) -> str:
 def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Path, out: Path,
             sample_shape: tuple[int, ...], generates: bool = True) -> str:
     m = cfg.modality
+    use = _use_name(out)
     shape = "x".join(str(v) for v in sample_shape)
     backbone = meta.get("backbone_name") or cfg.backbone.get("arch") or "custom"
     what = (f"A consistency model (method `{cfg.method.name}`)" if generates else
@@ -182,7 +183,7 @@ def _readme(cfg, meta: dict, params: int, size: int, digest: str, checkpoint: Pa
         + f" --command {shlex.quote(meta['command'])}",
         "```",
         "",
-        (f"Use it: `cm-media generate {_use_name(out)}` or `cm_media.load(\"{_use_name(out)}\")`. `config.yaml` here "
+        (f"Use it: `cm-media generate {use}` or `cm_media.load(\"{use}\")`. `config.yaml` here "
          "is the run config "
          "that is also stored in the file's metadata." if generates else
          "Use it: `codec.path` in a latent model's config names this folder. `config.yaml` here is the run config "
