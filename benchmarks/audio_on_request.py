@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", action="append", default=[], help="a row label per SOURCE (default: the source)")
     p.add_argument("--steps", default="1", help="consistency steps, e.g. 1,2")
     p.add_argument("--cfg-scales", default="1", help="classifier-free guidance scales, e.g. 1,2 (1: none)")
+    p.add_argument("--guide", action="append", default=[], metavar="NAMES",
+                   help="conditions guidance pushes towards, e.g. instrument (all: every condition); repeatable: "
+                        "each is scored at every scale above 1 (default: the model's sample.guide)")
     p.add_argument("--per-class", type=int, default=50, help="spoken_digits: samples per word")
     p.add_argument("--notes", type=int, default=300, help="notes: (pitch, instrument) requests")
     p.add_argument("--unconditional", action="store_true", help="also score samples made with no condition")
@@ -150,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         step_list, nfe_of = ([int(s) for s in args.steps.split(",")], lambda n: n) if gen.is_consistency else \
             ([int(s) for s in args.teacher_steps.split(",")], lambda n: 2 * n - 1)
         for steps in step_list:
-            for w in [float(s) for s in args.cfg_scales.split(",")]:
+            default_guide = list(gen.cfg.sample.guide)
+            for w, guide in [(float(s), g) for s in args.cfg_scales.split(",")
+                             for g in ([None] if float(s) == 1 or not args.guide else args.guide)]:
+                gen.cfg.sample.guide = default_guide if guide is None else \
+                    ([] if guide == "all" else [g.strip() for g in guide.split(",")])
                 t0 = time.perf_counter()
                 media = gen.generate(len(labels), steps=steps, seed=args.seed, batch_size=args.batch, cond=cond,
                                      cfg_scale=w, bf16=args.bf16)
                 gen_s = time.perf_counter() - t0
                 probs = classify(media, rate)
                 row = {"model": label, "steps": steps, "cfg_scale": w, "nfe": nfe_of(steps) * (1 if w == 1 else 2),
+                       **({"guide": ",".join(gen.cfg.sample.guide) or "all"} if w != 1 else {}),
                        "generate_s": round(gen_s, 1), **scores(probs, rate, ref["embed"], head, marginal, labels,
                                                                 media, midi, asr)}
                 rows.append(row)
@@ -185,7 +193,8 @@ def to_markdown(rows: list[dict]) -> str:
         return "-" if v is None else f"{v:.{d}g}" if isinstance(v, float) else str(v)
 
     for r in rows:
-        cells = [r["model"], f(r.get("steps")), f(r.get("cfg_scale")), f(r.get("nfe")), f(r.get("accuracy"))]
+        scale = f(r.get("cfg_scale")) + (f" ({r['guide']})" if r.get("guide") not in (None, "all") else "")
+        cells = [r["model"], f(r.get("steps")), scale, f(r.get("nfe")), f(r.get("accuracy"))]
         if asr:
             cells.append(f(r.get("asr_accuracy")))
         if pitch:

@@ -174,13 +174,17 @@ def derived_conditions(conditions: list[Condition], x0: torch.Tensor) -> dict[st
     return {c.name: frame_condition(c, x0) for c in conditions if c.kind == "frames"}
 
 
-def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The "no condition" version of a batch of conditions (scalars such as the guidance scale are kept)."""
+def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor],
+              names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The "no condition" version of a batch of conditions (scalars such as the guidance scale are kept); with
+    `names`, only those conditions are nulled and the others kept as given."""
     by_name = {c.name: c for c in conditions}
     out = {}
     for name, value in cond.items():
         c = by_name[name]
-        if c.kind == "class":
+        if names is not None and name not in names:
+            out[name] = value
+        elif c.kind == "class":
             out[name] = torch.full_like(value, len(c.classes))
         elif c.kind in ("vector", "frames"):
             out[name] = torch.zeros_like(value)
@@ -189,15 +193,30 @@ def null_like(conditions: list[Condition], cond: dict[str, torch.Tensor]) -> dic
     return out
 
 
-def drop_conditions(conditions: list[Condition], cond: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+def drop_conditions(conditions: list[Condition], cond: dict[str, torch.Tensor], drop: torch.Tensor,
+                    names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Classifier-free guidance training (Ho & Salimans 2022): where drop [B] is true, every condition of that
-    sample becomes "no condition" (the training loop draws `drop` with probability train.cond_dropout)."""
-    null = null_like(conditions, cond)
+    sample (or only those in `names`) becomes "no condition" (the training loop draws `drop` with probability
+    train.cond_dropout for all, train.cond_dropout_each for each one alone)."""
+    null = null_like(conditions, cond, names)
     out = {}
     for name, value in cond.items():
         d = drop.to(value.device).reshape(-1, *([1] * (value.ndim - 1)))
         out[name] = torch.where(d, null[name], value)
     return out
+
+
+def guided_names(conditions: list[Condition], guide: list[str] | None) -> list[str] | None:
+    """The conditions a guided sample pushes towards (`sample.guide`, `--guide`): None for all; a one-line error
+    for a name the model does not take."""
+    if not guide:
+        return None
+    known = [c.name for c in conditions if c.name not in (GUIDANCE, INTERVAL)]
+    unknown = [g for g in guide if g not in known]
+    if unknown:
+        raise UserError(f"--guide / sample.guide names {', '.join(map(repr, unknown))}, which this model does not "
+                        f"take (its conditions: {', '.join(known) or 'none'})")
+    return list(guide)
 
 
 class Labelled:

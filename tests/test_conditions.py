@@ -11,6 +11,7 @@ from cm_media.conditions import (
     Condition,
     conditions_from_spec,
     drop_conditions,
+    guided_names,
     null_like,
     request_tensors,
 )
@@ -151,6 +152,12 @@ def test_conditional_run_records_its_conditions_and_generates_on_request(tmp_pat
     assert len(err) == 1 and err[0].startswith("error: unknown value 'seven'") and "valid: 0, 1" in err[0]
     assert main(["generate", str(run), "--cond", "class", "--out", str(tmp_path / "h.png")]) == 2
     assert "--cond expects NAME=VALUE" in capsys.readouterr().err
+    assert main(["generate", str(run), "--class", "7", "--cfg-scale", "2", "--guide", "pitch", "--out",
+                 str(tmp_path / "h.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guide / sample.guide names 'pitch'" in err[0] and "its conditions: class" in err[0]
+    assert main(["generate", str(run), "--class", "7", "--cfg-scale", "2", "--guide", "class", "-n", "2", "--out",
+                 str(tmp_path / "i.png")]) == 0
 
 
 def test_data_cond_naming_an_unlabelled_condition_is_an_error(tmp_path, digits_config):
@@ -213,3 +220,68 @@ def test_conditional_configs_label_their_data(repo_root):
             assert one.any() and (~one).any() and (cond["digit1"] < 10).all()
         if cfg.modality == "audio":  # pitch class index = MIDI number - midi_low, the note's own pitch
             assert torch.equal(cond["pitch"] + cfg.data.midi_low, ds.labels.long())
+
+
+def test_null_like_and_drop_conditions_with_names_leave_the_other_conditions_as_given():
+    pitch = Condition("pitch", classes=["1", "2"])
+    cond = {"class": torch.tensor([1, 2, 3]), "pitch": torch.tensor([0, 1, 0])}
+    null = null_like([DIGITS, pitch], cond, ["class"])
+    assert null["class"].tolist() == [10, 10, 10] and null["pitch"].tolist() == [0, 1, 0]
+    out = drop_conditions([DIGITS, pitch], cond, torch.tensor([True, False, True]), ["pitch"])
+    assert out["class"].tolist() == [1, 2, 3] and out["pitch"].tolist() == [2, 1, 2]
+
+
+def test_guidance_of_one_condition_holds_the_other_in_both_evaluations():
+    """sample.guide [instrument]: D_w = D(p, null) + w (D(p, i) - D(p, null)), the pitch p given in both."""
+    pitch, inst = Condition("pitch", classes=["a", "b"]), Condition("instrument", classes=["x", "y", "z"])
+
+    def model(x, s, cond):  # D = x * (1 + pitch) * (10 + instrument): both conditions change the result
+        p, i = cond["pitch"].float(), cond["instrument"].float()
+        return x * ((1 + p) * (10 + i)).reshape(-1, 1)
+
+    x, s = torch.ones(2, 1), torch.ones(2)
+    cond = {"pitch": torch.tensor([0, 1]), "instrument": torch.tensor([1, 2])}
+    got = classifier_free(model, cond, null_like([pitch, inst], cond, guided_names([pitch, inst], ["instrument"])), 3.0)
+    p, i = torch.tensor([1.0, 2.0]), torch.tensor([11.0, 12.0])
+    expect = p * 13 + 3.0 * (p * i - p * 13)  # null instrument = index 3 -> 10 + 3
+    assert torch.allclose(got(x, s)[:, 0], expect)
+    assert guided_names([pitch, inst], []) is None
+    with pytest.raises(UserError, match=r"names 'timbre', which this model does not take \(its conditions: pitch, "):
+        guided_names([pitch, inst], ["timbre"])
+
+
+def test_cond_dropout_each_drops_each_condition_alone(repo_root, tmp_path):
+    """train.cond_dropout_each: a sample may lose one digit label and keep the other; 0 (the default) drops none."""
+    from cm_media.runs import training
+
+    sets = ["train.batch_size=64", "backbone.preset=tiny", "data.clips=40", "codec.frames=4", "train.samples=0",
+            "train.bf16=false", "data.cond=[digit1, digit2]", "data.max_digits=2"]
+    cfg = load_config(f"{repo_root}/configs/video/moving_digits_ict.yaml", sets + ["train.cond_dropout_each=0.5"])
+    run = training.setup(cfg, tmp_path / "run", False, False)
+    state = run.gen.get_state()
+    _, cond = training.draw_batch(run)
+    run.gen.set_state(state)
+    idx = torch.randint(0, len(run.dataset), (64,), generator=run.gen)
+    given = run.dataset.get_cond(idx)
+    lost1, lost2 = cond["digit1"] != given["digit1"], cond["digit2"] != given["digit2"]
+    assert (cond["digit1"][lost1] == 10).all() and (cond["digit2"][lost2] == 10).all()
+    assert (lost1 & ~lost2).any() and (lost2 & ~lost1).any()  # one label dropped, the other kept
+    plain = training.setup(load_config(f"{repo_root}/configs/video/moving_digits_ict.yaml", sets),
+                           tmp_path / "plain", False, False)
+    state = plain.gen.get_state()
+    _, cond = training.draw_batch(plain)
+    plain.gen.set_state(state)
+    given = plain.dataset.get_cond(torch.randint(0, len(plain.dataset), (64,), generator=plain.gen))
+    assert all(torch.equal(cond[k], given[k]) for k in given)
+    with pytest.raises(UserError, match=r"train.cond_dropout_each must be in \[0, 1\), got 1"):
+        load_config(f"{repo_root}/configs/video/moving_digits_ict.yaml", sets + ["train.cond_dropout_each=1"])
+
+
+def test_sample_guide_is_a_list_of_names(digits_config):
+    assert load_config(digits_config, ["sample.guide=[class]"]).sample.guide == ["class"]
+    assert load_config(digits_config, ["sample.guide=[a, b]"]).sample.guide == ["a", "b"]
+    assert load_config(digits_config, []).sample.guide == []
+    with pytest.raises(UserError, match=r"sample.guide must be a list of condition names, got \[3\]"):
+        load_config(digits_config, ["sample.guide=[3]"])
+    with pytest.raises(UserError, match="config key sample.guide must be a list, got 'class'"):
+        load_config(digits_config, ["sample.guide=class"])

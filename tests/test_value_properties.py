@@ -30,6 +30,7 @@ RANGES = {
     ("train", "ema_decay"): lambda v: 0 <= v < 1,
     ("train", "weight_decay"): lambda v: 0 <= v < math.inf,
     ("train", "cond_dropout"): lambda v: 0 <= v < 1,
+    ("train", "cond_dropout_each"): lambda v: 0 <= v < 1,
     ("method", "rho"): lambda v: 0 < v < math.inf,
     ("method", "sigma_data"): lambda v: 0 < v < math.inf,
     ("method", "sigma_min"): lambda v: 0 < v < 80,

@@ -50,10 +50,21 @@ def _condition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg-scale", type=float, default=None, metavar="W",
                         help="classifier-free guidance scale of a conditional model: 1 unguided, 0 unconditional, "
                              ">1 sharper (two evaluations per step, one for a guided-distilled model)")
+    parser.add_argument("--guide", default=None, metavar="NAME[,NAME]",
+                        help="the conditions guidance pushes towards, the others given as asked in both evaluations "
+                             "(default: the model's sample.guide, else all), e.g. --guide instrument")
 
 
 def parse_conditions(args, gen) -> dict[str, str]:
-    """The --cond / --class requests as {name: value}; a one-line error for a malformed one."""
+    """The --cond / --class requests as {name: value}; a one-line error for a malformed one. --guide is set on the
+    model's sample defaults here (checked against its conditions)."""
+    if getattr(args, "guide", None) is not None:
+        from cm_media.conditions import guided_names
+
+        names = [v.strip() for v in args.guide.split(",") if v.strip()]
+        if not names:
+            raise UserError("--guide expects condition names, e.g. --guide instrument")
+        gen.cfg.sample.guide = guided_names(gen.conditions, names)
     request: dict[str, str] = {}
     for item in args.cond:
         name, sep, value = item.partition("=")
@@ -446,6 +457,8 @@ def cmd_info_source(args) -> int:
         print(f"condition {name}: {shown}  (--cond {name}=VALUE)")
     scale = "takes --cfg-scale as an input (one evaluation per step)" if gen.guided_student else \
         (f"default {c.sample.cfg_scale}" if c.sample.cfg_scale is not None else "default 1 (unguided)")
+    if spec and c.sample.guide and not gen.guided_student:
+        scale += f", towards {', '.join(c.sample.guide)} (--guide)"
     if spec or gen.guided_student:
         print(f"classifier-free guidance: {scale}")
     print(f"generation defaults: {c.sample.steps} step(s), bf16 {'on' if c.sample.bf16 else 'off'}, "

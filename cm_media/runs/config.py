@@ -53,6 +53,9 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is far faster on a CPU shared with other jobs
     samples: int = 64  # grid size written at the end
     cond_dropout: float = 0.0  # share of samples trained with no condition (classifier-free guidance needs ~0.1)
+    # share of samples trained without each one condition, drawn per condition (the others kept): what guidance of
+    # one condition alone (`sample.guide`) needs, e.g. the instrument of a note with its pitch held
+    cond_dropout_each: float = 0.0
     # fine-tuning: start from the EMA weights of a run, checkpoint or bundled model (a module the source lacks,
     # e.g. a newly added zero-initialized one, keeps its fresh initialization; every other weight must fit)
     init_from: str = ""
@@ -73,6 +76,9 @@ class SampleConfig:
     channels_last: bool = False  # channels-last memory layout for 2D / 3D conv backbones
     compile: bool = False  # torch.compile the backbone (first call pays the compile time)
     cfg_scale: float | None = None  # default classifier-free guidance scale of a conditional model (1: unguided)
+    # the conditions guidance pushes towards (empty: all): the unguided evaluation drops only these, the others stay
+    # given in both (a model trained with train.cond_dropout_each has seen them apart)
+    guide: list = field(default_factory=list)
 
 
 @dataclass
@@ -352,6 +358,8 @@ def _validate_train(t) -> None:
     checks.integer(t.samples, "train.samples", 0, 100_000)
     if not 0 <= t.cond_dropout < 1:
         raise UserError(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
+    if not 0 <= t.cond_dropout_each < 1:
+        raise UserError(f"train.cond_dropout_each must be in [0, 1), got {t.cond_dropout_each}")
     checks.integer(t.clip_frames, "train.clip_frames", 0, 10**6)
 
 
@@ -385,6 +393,8 @@ def _validate_sample(s, m) -> None:
         raise UserError(f"unknown sample.sampler {s.sampler!r} (heun or euler)")
     if s.cfg_scale is not None:
         checks.number(s.cfg_scale, "sample.cfg_scale", 0)
+    if not isinstance(s.guide, list) or not all(isinstance(v, str) and v for v in s.guide):
+        raise UserError(f"sample.guide must be a list of condition names, got {s.guide!r}")
     for key, levels in s.sigmas.items():
         try:
             k = int(key)

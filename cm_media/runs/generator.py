@@ -21,6 +21,7 @@ from cm_media.conditions import (
     Condition,
     _values,
     frame_condition,
+    guided_names,
     keep_known_frames,
     null_like,
     request_tensors,
@@ -195,7 +196,8 @@ class Generator:
 
     def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
         """f(x, sigma) with the conditions bound: a guided student gets the scale as an input; any other
-        conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch).
+        conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch),
+        towards the conditions `sample.guide` names (all when empty: the unguided evaluation drops only those).
         Given frames (a first frame to animate) are kept exactly in every estimate (`keep_known_frames`)."""
         cond = {k: v.to(self.device) for k, v in cond.items()}
         if self.guided_student:
@@ -204,7 +206,8 @@ class Generator:
         elif cfg_scale is None or cfg_scale == 1 or not cond:
             f = bind(net, cond)
         else:
-            f = classifier_free(net, cond, null_like(self.conditions, cond), cfg_scale)
+            null = null_like(self.conditions, cond, guided_names(self.conditions, self.cfg.sample.guide))
+            f = classifier_free(net, cond, null, cfg_scale)
         return keep_known_frames(f, self.conditions, cond) if self.kind.estimates_x0 else f
 
     # ------------------------------------------------------------------ sampling

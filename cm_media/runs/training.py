@@ -350,7 +350,7 @@ def restore(run: Training, path: Path, tensors: dict[str, torch.Tensor], meta: d
 
 def draw_batch(run: Training) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """This rank's share of a global batch: x0 [B, C, *axes] as model tensors, and its conditions (dropped for
-    classifier-free guidance at train.cond_dropout)."""
+    classifier-free guidance: all together at train.cond_dropout, each alone at train.cond_dropout_each)."""
     tc = run.cfg.train
     idx = run.shard(torch.randint(0, len(run.dataset), (tc.batch_size,), generator=run.gen))
     x0 = get_batch(run.dataset, idx).to(run.device, non_blocking=True)  # [B, C, *axes]
@@ -365,6 +365,11 @@ def draw_batch(run: Training) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     if run.conditions and tc.cond_dropout > 0:  # drawn for the global batch, like the indices
         drop = torch.rand(tc.batch_size, generator=run.gen) < tc.cond_dropout
         cond = drop_conditions(run.conditions, cond, run.shard(drop))
+    if run.conditions and tc.cond_dropout_each > 0:  # each condition alone: guidance of one (sample.guide)
+        for c in run.conditions:
+            if c.name in cond and c.kind != "scalar":
+                drop = torch.rand(tc.batch_size, generator=run.gen) < tc.cond_dropout_each
+                cond = drop_conditions(run.conditions, cond, run.shard(drop), [c.name])
     return x0, cond
 
 
