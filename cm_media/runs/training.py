@@ -121,11 +121,28 @@ def _restore_rng(tensors, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def _widened_input(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor | None:
+    """A weight whose input channels (dim 1) grew, all else equal: the old values on the leading channels and
+    zeros on the new ones (a backbone given input channels appended after its old ones starts as the source)."""
+    if old.ndim < 3 or old.ndim != new.ndim or new.shape[1] <= old.shape[1] or \
+            old.shape[:1] + old.shape[2:] != new.shape[:1] + new.shape[2:]:
+        return None
+    out = torch.zeros_like(new)
+    out[:, :old.shape[1]] = old.to(new.dtype)
+    return out
+
+
 def init_weights(model: torch.nn.Module, source: str) -> list[str]:
-    """Load the EMA weights of `source` (train.init_from) into model; returns the names it lacked (kept fresh)."""
+    """Load the EMA weights of `source` (train.init_from) into model; returns the names it lacked (kept fresh) and
+    those given new input channels (zeros there: `_widened_input`)."""
     path = resolve_source(source)
     tensors, _ = ckpt.load_checkpoint(path)  # a UserError naming the file when it cannot be read
     state, own = weights_of(tensors), model.state_dict()
+    widened = []
+    for k in set(state) & set(own):
+        if state[k].shape != own[k].shape and (wide := _widened_input(state[k], own[k])) is not None:
+            state[k] = wide
+            widened.append(k)
     unexpected = sorted(set(state) - set(own))
     misfit = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
     if unexpected or misfit:
@@ -133,7 +150,27 @@ def init_weights(model: torch.nn.Module, source: str) -> list[str]:
         raise UserError(f"train.init_from {source}: its weights do not fit this backbone ({len(unexpected)} unknown, "
                         f"{len(misfit)} of another shape, e.g. {name})")
     model.load_state_dict(state, strict=False)
-    return sorted({k.rsplit(".", 1)[0] for k in set(own) - set(state)})
+    return sorted({k.rsplit(".", 1)[0] for k in set(own) - set(state)} | {f"{k} (new input channels)" for k in widened})
+
+
+def fit_to_data(model: torch.nn.Module, dataset, codec, device, batch: int = 256) -> None:
+    """Modules with tables measured from the training data (`fit_to_data(batches)`, e.g. spec_unet's timbre table)
+    see the whole training set once, as model tensors with their conditions, before training starts."""
+    fits = [m.fit_to_data for m in model.modules() if callable(getattr(m, "fit_to_data", None))]
+    if not fits:
+        return
+
+    def batches():
+        for start in range(0, len(dataset), batch):
+            idx = torch.arange(start, min(start + batch, len(dataset)))
+            x0 = get_batch(dataset, idx).to(device)
+            if getattr(dataset, "encoded", True) is False:
+                with torch.no_grad():
+                    x0 = codec.encode(x0)
+            yield x0, get_cond(dataset, idx)
+
+    for fit in fits:
+        fit(batches())
 
 
 def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, keep):
@@ -276,6 +313,8 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Traini
     if isinstance(codec, torch.nn.Module):
         codec.to(device).eval().requires_grad_(False)
     model.to(device).train()
+    if restored is None:  # a resumed run has its tables in the checkpoint
+        fit_to_data(model, dataset, codec, device)
     teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].wants_teacher(cfg.method) else None
     method = build_method(cfg.method, model, tc.steps, teacher, conditions)  # CD / ECT start from the teacher
     method.rank, method.world = dd.rank, dd.world

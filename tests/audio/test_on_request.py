@@ -131,6 +131,25 @@ def test_conditional_words_train_generate_and_list_conditions(renders, tmp_path,
     assert "eleven" in capsys.readouterr().err
 
 
+@needs_fluidsynth
+def test_timbre_recipe_measures_its_table_and_guides_the_instrument(renders, tmp_path, repo_root, capsys):
+    """The stage-3 notes recipe, tiny: the timbre table is measured from the training notes before step 0, kept in
+    the checkpoint, and `--guide instrument` generates."""
+    from cm_media.runs.generator import load
+
+    sets = {"train.steps": 2, "train.batch_size": 4, "train.log_every": 1, "train.warmup_steps": 1,
+            "train.samples": 0, "train.bf16": False, "backbone.channels": 8, "train.init_from": "",
+            "data.root": str(renders["notes"]), "train.checkpoint_every": 1}
+    cfg = load_config(f"{repo_root}/configs/audio/notes_ict_timbre.yaml", [f"{k}={v}" for k, v in sets.items()])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    table = load(run, device="cpu").model.backbone.timbre_table
+    assert table.abs().sum() > 0 and table[:, -1].abs().max() == 0  # measured; "no pitch" stays zero
+    assert main(["generate", str(run), "--cond", "pitch=60", "--cond", "instrument=flute", "--cfg-scale", "2",
+                 "--guide", "instrument", "-n", "2", "--out", str(tmp_path / "n")]) == 0
+    assert len(list((tmp_path / "n").glob("*.wav"))) == 2
+
+
 # ---------------------------------------------------------------- the classifier and its scores
 
 
@@ -250,3 +269,56 @@ def test_spec_unet_adds_frequency_and_the_requested_harmonics():
     assert table.shape == (62, 256) and table[61].abs().max() == 0
     plain = build_backbone({"preset": "spec-16k-freq", "channels": 8, "cond": cond[1:]}, PRESETS, 2, 2)
     assert plain.pitch is None and plain.unet.inp.in_channels == 3 * 8  # frequency channel only
+
+
+def test_timbre_table_is_the_mean_harmonic_magnitude_of_each_instrument_and_pitch():
+    """fit_to_data: each (instrument, pitch) cell is the mean of its notes' magnitudes at the harmonics; a missing
+    cell falls back to the instrument's mean; "no instrument" is the mean over instruments; the channel maps it
+    back onto the harmonics' bins."""
+    from cm_media.nn.registry import build_backbone
+    from modalities.audio.presets import PRESETS
+    from modalities.audio.spec_unet import harmonic_bumps, harmonic_magnitudes
+
+    cond = [{"name": "pitch", "classes": ["60", "72"]}, {"name": "instrument", "classes": ["a", "b", "c"]}]
+    net = build_backbone({"preset": "spec-16k-freq", "channels": 8, "cond": cond, "timbre_cond": "instrument",
+                          "harmonics": 4, "timbre_frames": 3}, PRESETS, 2, 2).eval()
+    assert net.unet.inp.in_channels == (2 + 3) * 8 and net.timbre_table.shape == (4, 3, 4, 3)
+    bumps = harmonic_bumps(torch.tensor([60.0, 72.0]), 256, 16000, 512, 4, 0.6).float()  # [2, 4, 256]
+
+    def note(pitch, amps):  # a spectrogram whose harmonics have magnitudes amps [4, T] (real part only)
+        x = torch.zeros(2, 256, 4)
+        x[0] = torch.einsum("hf,ht->ft", bumps[pitch] / bumps[pitch].amax(-1, keepdim=True), amps)
+        return x
+
+    a1, a2, b1 = torch.rand(4, 4), torch.rand(4, 4), torch.rand(4, 4)
+    x = torch.stack([note(0, a1), note(0, a2), note(1, b1)])  # instrument a at pitch 60 twice, b at 72
+    got = harmonic_magnitudes(x, bumps[[0, 0, 1]])
+    assert got.shape == (3, 4, 4)
+    net.fit_to_data(iter([(x[:2], {"pitch": torch.tensor([0, 0]), "instrument": torch.tensor([0, 0])}),
+                          (x[2:], {"pitch": torch.tensor([1]), "instrument": torch.tensor([1])})]))
+    table = net.timbre_table  # [I + 1, K + 1, H, 3]: four frames in, the table keeps three
+    assert torch.allclose(table[0, 0], (got[0] + got[1])[:, :3] / 2) and torch.allclose(table[1, 1], got[2, :, :3])
+    assert torch.allclose(table[0, 1], table[0, 0])  # a never heard at 72: its mean over pitches
+    assert torch.allclose(table[3, 0], table[0, 0]) and torch.allclose(table[3, 1], table[1, 1])  # no instrument
+    assert table[:, 2].abs().max() == 0 and table[2].abs().max() == 0  # no pitch; c never heard: zeros
+    m = net.timbre_map({"pitch": torch.tensor([0, 2]), "instrument": torch.tensor([0, 0])}, 2, 256, 5, "cpu")
+    assert m.shape == (2, 1, 256, 5) and m[1].abs().max() == 0 and m[0, 0, :, 3:].abs().max() == 0
+    assert torch.allclose(m[0, 0, :, :3], torch.einsum("hf,ht->ft", bumps[0], table[0, 0]))
+
+
+def test_init_from_a_backbone_with_fewer_input_channels_starts_as_it(tmp_path):
+    """train.init_from into a backbone given new input channels: old weights on the old channels, zeros on the new,
+    so the network computes what the source did; any other shape change is still refused."""
+    from cm_media.runs.training import _widened_input
+
+    old, new = torch.randn(8, 3, 3, 3), torch.randn(8, 4, 3, 3)
+    wide = _widened_input(old, new)
+    assert torch.equal(wide[:, :3], old) and wide[:, 3].abs().max() == 0
+    assert _widened_input(old, torch.randn(9, 4, 3, 3)) is None and _widened_input(new, old) is None
+    assert _widened_input(torch.randn(8), torch.randn(9)) is None
+    conv_old, conv_new = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(4, 8, 3, padding=1)
+    conv_new.load_state_dict({"weight": _widened_input(conv_old.weight.data, conv_new.weight.data),
+                              "bias": conv_old.bias.data})
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(conv_new(torch.cat([x, torch.randn(2, 1, 5, 5)], 1)), conv_old(x), atol=1e-6)
