@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         # a consistency model takes `--steps` evaluations; an EDM model Heun steps N, 2N - 1 evaluations
         step_list, nfe_of = ([int(s) for s in args.steps.split(",")], lambda n: n) if gen.is_consistency else \
             ([int(s) for s in args.teacher_steps.split(",")], lambda n: 2 * n - 1)
+        default_guide = list(gen.cfg.sample.guide)  # each row below sets the guide it is scored with
         for steps in step_list:
-            default_guide = list(gen.cfg.sample.guide)
             for w, guide in [(float(s), g) for s in args.cfg_scales.split(",")
                              for g in ([None] if float(s) == 1 or not args.guide else args.guide)]:
                 gen.cfg.sample.guide = default_guide if guide is None else \

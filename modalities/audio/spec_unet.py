@@ -89,9 +89,9 @@ class SpecUNet(nn.Module):
                 self.pitch = c.name
                 self.register_buffer("midi", midi, persistent=False)  # [K]; index K = no condition
         self.timbre = None
-        if cfg.timbre_cond and cfg.cond:
+        if cfg.timbre_cond and cfg.cond:  # (built without conditions: counted as unconditional)
             found = [c for c in as_conditions(cfg.cond) if c.name == cfg.timbre_cond and c.kind == "class"]
-            if cfg.cond and (not found or self.pitch is None):  # (built without conditions: counted as unconditional)
+            if not found or self.pitch is None:
                 raise ValueError(f"spec_unet's timbre_cond {cfg.timbre_cond!r} needs a class condition of that name "
                                  f"and the pitch condition {cfg.pitch_cond!r}")
             self.timbre = cfg.timbre_cond  # index I / K = no condition; filled from data by fit_to_data
@@ -121,6 +121,7 @@ class SpecUNet(nn.Module):
         return self._combs[key]
 
     def _index(self, cond: dict | None, name: str, null: int, b: int, device) -> torch.Tensor:
+        """The class indices [B] of condition `name`, or `null` ("no condition") for all when it is not given."""
         idx = (cond or {}).get(name)
         return torch.full((b,), null, device=device, dtype=torch.long) if idx is None else idx.to(device).long()
 
@@ -171,9 +172,8 @@ class SpecUNet(nn.Module):
             maps.append(freq[None, None, :, None].expand(b, 1, f, t))
         if self.pitch is not None:
             table = self._comb_table(f, x.device)
-            idx = (cond or {}).get(self.pitch)
-            idx = torch.full((b,), table.shape[0] - 1, device=x.device) if idx is None else idx.to(x.device)
-            maps.append(table[idx.long()].to(x.dtype)[:, None, :, None].expand(b, 1, f, t))
+            idx = self._index(cond, self.pitch, table.shape[0] - 1, b, x.device)
+            maps.append(table[idx].to(x.dtype)[:, None, :, None].expand(b, 1, f, t))
         if self.timbre is not None:
             maps.append(self.timbre_map(cond, b, f, t, x.device).to(x.dtype))
         h = torch.cat([x, *maps], 1) if maps else x
