@@ -153,10 +153,12 @@ def init_weights(model: torch.nn.Module, source: str) -> list[str]:
     return sorted({k.rsplit(".", 1)[0] for k in set(own) - set(state)} | {f"{k} (new input channels)" for k in widened})
 
 
-def fit_to_data(model: torch.nn.Module, dataset, codec, device, batch: int = 256) -> None:
+def fit_to_data(model: torch.nn.Module, dataset, codec, device, batch: int = 256, have: set[str] = frozenset()) -> None:
     """Modules with tables measured from the training data (`fit_to_data(batches)`, e.g. spec_unet's timbre table)
-    see the whole training set once, as model tensors with their conditions, before training starts."""
-    fits = [m.fit_to_data for m in model.modules() if callable(getattr(m, "fit_to_data", None))]
+    see the whole training set once, as model tensors with their conditions, before training starts; a module whose
+    tables are all in `have` (the weights train.init_from will load) is left to them."""
+    fits = [m.fit_to_data for name, m in model.named_modules() if callable(getattr(m, "fit_to_data", None))
+            and not _tables_in(m, name, have)]
     if not fits:
         return
 
@@ -171,6 +173,19 @@ def fit_to_data(model: torch.nn.Module, dataset, codec, device, batch: int = 256
 
     for fit in fits:
         fit(batches())
+
+
+def _tables_in(module: torch.nn.Module, name: str, have: set[str]) -> bool:
+    """Whether every persistent buffer of `module` (named `name` in its model) is among the weight names `have`."""
+    keys = [k for k, _ in module.named_buffers(prefix=name, recurse=False)
+            if k.rsplit(".", 1)[-1] not in module._non_persistent_buffers_set]
+    return bool(keys) and all(k in have for k in keys)
+
+
+def source_weight_names(source: str) -> set[str]:
+    """The weight names a train.init_from source holds (its EMA weights, as init_weights loads them)."""
+    tensors, _ = ckpt.load_checkpoint(resolve_source(source))
+    return set(weights_of(tensors))
 
 
 def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, keep):
@@ -314,7 +329,8 @@ def setup(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool) -> Traini
         codec.to(device).eval().requires_grad_(False)
     model.to(device).train()
     if restored is None:  # a resumed run has its tables in the checkpoint
-        fit_to_data(model, dataset, codec, device)
+        have = source_weight_names(tc.init_from) if tc.init_from else set()  # its tables come with the weights
+        fit_to_data(model, dataset, codec, device, have=have)
     teacher = load_teacher(cfg, device)[0] if METHODS[cfg.method.name].wants_teacher(cfg.method) else None
     method = build_method(cfg.method, model, tc.steps, teacher, conditions)  # CD / ECT start from the teacher
     method.rank, method.world = dd.rank, dd.world

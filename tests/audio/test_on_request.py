@@ -322,3 +322,36 @@ def test_init_from_a_backbone_with_fewer_input_channels_starts_as_it(tmp_path):
     x = torch.randn(2, 3, 5, 5)
     with torch.no_grad():
         assert torch.allclose(conv_new(torch.cat([x, torch.randn(2, 1, 5, 5)], 1)), conv_old(x), atol=1e-6)
+
+
+def test_fit_to_data_leaves_tables_that_init_from_brings(monkeypatch):
+    """training.fit_to_data measures a module's tables only when the train.init_from weights do not hold all of
+    them (a stage trained on from a timbre model keeps its source's table and skips the pass over the data)."""
+    from cm_media.runs.training import fit_to_data
+
+    class Fitted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.zeros(2))
+            self.register_buffer("cache", torch.zeros(1), persistent=False)
+            self.seen = 0
+
+        def fit_to_data(self, batches):
+            self.seen += sum(len(x) for x, _ in batches)
+
+    class Data:
+        encoded = True
+
+        def __len__(self):
+            return 3
+
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), Fitted())
+    import cm_media.runs.training as tr
+    monkeypatch.setattr(tr, "get_batch", lambda ds, idx: torch.zeros(len(idx), 1))
+    monkeypatch.setattr(tr, "get_cond", lambda ds, idx: {})
+    fit_to_data(model, Data(), None, "cpu", batch=2, have={"0.weight", "1.table"})
+    assert model[1].seen == 0  # the source holds "1.table": nothing measured
+    fit_to_data(model, Data(), None, "cpu", batch=2, have={"0.weight"})
+    assert model[1].seen == 3  # every item once, in batches of 2
+    fit_to_data(model, Data(), None, "cpu", batch=2)
+    assert model[1].seen == 6
