@@ -35,6 +35,28 @@ def test_ict_loss_per_sample_and_weight():
     assert torch.allclose(out, torch.full((2,), math.sqrt(3)))
 
 
+def test_magnitude_distance_of_the_complex_streams_only():
+    """Stream 0 (2 real values) is ignored; stream 1 holds 2 complex values laid out (re, re, im, im)."""
+    x = torch.tensor([[9.0, 9.0, 3.0, 0.0, 4.0, 1.0]])
+    y = torch.tensor([[0.0, 0.0, 0.0, 0.0, 5.0, 0.0]])  # |x| = (5, 1): |y| = (5, 0), the first phase turned
+    got = losses.magnitude_distance(x, y, [2, 4], [False, True])
+    c = losses.pseudo_huber_c(2)
+    assert got.shape == (1,) and got.item() == pytest.approx(math.sqrt(1 + c * c) - c, rel=1e-5)
+    turned = torch.tensor([[0.0, 0.0, 0.0, 1.0, -5.0, 0.0]])  # same magnitudes, other phases
+    assert losses.magnitude_distance(x, turned, [2, 4], [False, True]).abs().item() < 1e-6
+
+
+def test_ict_loss_adds_the_extra_distance_under_the_same_weight():
+    def f(x, s):
+        return x
+
+    x0, noise = torch.zeros(2, 1, 3), torch.ones(2, 1, 3)
+    hi, lo = torch.tensor([2.0, 1.0]), torch.tensor([1.0, 0.5])
+    plain = losses.ict_loss(f, x0, noise, hi, lo, c=0.0)
+    more = losses.ict_loss(f, x0, noise, hi, lo, c=0.0, extra=lambda a, b: (a - b).abs().sum((1, 2)))
+    assert torch.allclose(more - plain, torch.full((2,), 3.0))  # 3 (hi - lo) per sample, times 1 / (hi - lo)
+
+
 def test_paired_forward_shares_dropout_mask():
     torch.manual_seed(0)
     drop = torch.nn.Dropout(0.5)

@@ -153,3 +153,34 @@ def test_clean_stream_training_needs_a_multistream_backbone():
         method.loss(net, torch.zeros(2, 1, 5), 0, torch.Generator().manual_seed(0))
     assert math.isfinite(float(ICT(ICTConfig(s0=10, s1=10), net, 10).loss(
         net, torch.zeros(2, 1, 5), 0, torch.Generator().manual_seed(0)).mean()))
+
+
+class OneComplexStream(torch.nn.Module):
+    """One stream of 3 complex values (re x3, im x3), as spec_unet declares for a complex STFT; f = x e^{i sigma}
+    / (1 + sigma): the phase turns with sigma, so magnitudes and values differ between the two levels."""
+
+    complex_streams = [True]
+
+    def forward(self, x, sigma, cond=None):
+        z = torch.complex(x[:, 0, :3], x[:, 0, 3:]) * torch.exp(1j * sigma[:, None]) / (1 + sigma[:, None])
+        return torch.cat([z.real, z.imag], 1)[:, None]
+
+
+def test_ict_magnitude_weight_adds_the_weighted_magnitude_distance_of_the_pair():
+    from cm_media.methods.consistency_training import ICT
+
+    net, x0 = OneComplexStream(), torch.randn(8, 1, 6)
+    plain = ICT(ICTConfig(s0=10, s1=10), net, 10).loss(net, x0, 0, torch.Generator().manual_seed(3))
+    more = ICT(ICTConfig(s0=10, s1=10, magnitude_weight=2.0), net, 10).loss(net, x0, 0, torch.Generator().manual_seed(3))
+    # the same draws: sigma pair and noise come from the generator in the same order
+    method, gen = ICT(ICTConfig(s0=10, s1=10), net, 10), torch.Generator().manual_seed(3)
+    hi, lo = method._adjacent_sigmas(method.num_steps(0), 8, gen, True, x0.device)
+    z = method._noise(x0, gen)
+    a, b = net(x0 + hi[:, None, None] * z, hi), net(x0 + lo[:, None, None] * z, lo)
+    mags = losses.magnitude_distance(a, b, [6], [True]) / (hi - lo)
+    assert torch.allclose(more - plain, 2.0 * mags, atol=1e-5) and (mags > 0).all()
+    with pytest.raises(UserError, match="method.magnitude_weight needs a backbone with a complex stream"):
+        ICT(ICTConfig(magnitude_weight=1.0), torch.nn.Identity(), 10).loss(
+            lambda x, s, cond=None: x, x0, 0, torch.Generator().manual_seed(3))
+    with pytest.raises(UserError, match="method.magnitude_weight must be a number >= 0"):
+        ICTConfig(magnitude_weight=-0.5)

@@ -14,7 +14,7 @@ import torch
 
 from cm_media.math.parameterization import append_dims, edm_loss_weight, mean_flat
 from cm_media.math.solvers import heun_step
-from cm_media.math.streams import per_element
+from cm_media.math.streams import magnitudes, per_element
 
 Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -28,6 +28,16 @@ def pseudo_huber(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
     """iCT distance d(x, y) = sqrt(||x - y||^2 + c^2) - c per sample; c = 0 gives the L2 norm."""
     sq = (x.float() - y.float()).pow(2).reshape(x.shape[0], -1).sum(dim=1)
     return torch.sqrt(sq + c * c) - c
+
+
+def magnitude_distance(x: torch.Tensor, y: torch.Tensor, sizes: list[int], kinds: list[bool]) -> torch.Tensor:
+    """Pseudo-Huber distance [B] of the magnitudes of the complex streams (`kinds` True; each laid out as real parts,
+    then imaginary) of x and y, c of iCT for their count: what a regression whose phases the network cannot quite
+    predict would otherwise shrink (a quiet, dull STFT)."""
+    parts = zip(x.flatten(1).split(sizes, 1), y.flatten(1).split(sizes, 1), kinds)
+    mags = [(magnitudes(a), magnitudes(b)) for a, b, k in parts if k]
+    a, b = torch.cat([m[0] for m in mags], 1), torch.cat([m[1] for m in mags], 1)  # [B, n]
+    return pseudo_huber(a, b, pseudo_huber_c(a.shape[1]))
 
 
 def squared_l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,18 +70,24 @@ def ct_loss(online: Fn, target_ema: Fn, x0, noise, sigma_hi, sigma_lo) -> torch.
     return consistency_loss(online, target_ema, x_hi, sigma_hi, x_lo, sigma_lo, squared_l2, torch.ones_like(sigma_hi))
 
 
-def ict_loss(model: Fn, x0, noise, sigma_hi, sigma_lo, c: float | None = None, sizes=None) -> torch.Tensor:
+def ict_loss(model: Fn, x0, noise, sigma_hi, sigma_lo, c: float | None = None, sizes=None,
+             extra: Callable | None = None) -> torch.Tensor:
     """iCT: target = stop-grad of the online net, pseudo-Huber distance, weight 1 / (sigma_hi - sigma_lo).
 
     sigma_hi, sigma_lo [B], or [B, S] per stream (`sizes`, math/streams.py): a stream held at sigma_min in both
-    passes through unchanged, and the weight is that of the pair the other streams step along."""
+    passes through unchanged, and the weight is that of the pair the other streams step along. `extra(a, b)` [B]
+    is added to the distance (e.g. `magnitude_distance`, weighted)."""
     if c is None:
         c = pseudo_huber_c(x0[0].numel())
     x_hi = x0 + per_element(sigma_hi, x0, sizes) * noise
     x_lo = x0 + per_element(sigma_lo, x0, sizes) * noise
     gap = sigma_hi - sigma_lo
     weight = 1.0 / (gap if gap.ndim == 1 else gap.amax(1))
-    return consistency_loss(model, model, x_hi, sigma_hi, x_lo, sigma_lo, lambda a, b: pseudo_huber(a, b, c), weight)
+
+    def distance(a, b):
+        return pseudo_huber(a, b, c) + (extra(a, b) if extra is not None else 0.0)
+
+    return consistency_loss(model, model, x_hi, sigma_hi, x_lo, sigma_lo, distance, weight)
 
 
 def edm_loss(denoiser: Fn, x0, noise, sigma, sigma_data: float = 0.5) -> torch.Tensor:

@@ -89,6 +89,17 @@ class Method:
                             "this one has a single stream")
         return sizes
 
+    @staticmethod
+    def complex_layout(model: nn.Module, x: torch.Tensor, option: str) -> tuple[list[int], list[bool]]:
+        """(stream sizes, complex flags) of the network's output, one stream of all of x's values where it declares
+        no streams; `option` needs a complex one (a one-line error otherwise)."""
+        sizes = streams.stream_sizes(model) or [x[0].numel()]
+        kinds = streams.complex_streams(model) or [False] * len(sizes)
+        if not any(kinds):
+            raise UserError(f"{option} needs a backbone with a complex stream (a complex STFT: spec_unet with two "
+                            f"input channels, av_joint's soundtrack); this one has none")
+        return sizes, kinds
+
     def num_steps(self, step: int) -> int | None:
         """Discretization N(k) at training step k, where the method has one."""
         return None

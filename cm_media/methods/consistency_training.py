@@ -25,10 +25,15 @@ class ICTConfig(MethodConfig):
     # multi-stream models (sounding video): share of samples with one stream, drawn at random, held clean at
     # sigma_min, so the net learns to generate each stream from the other (math/streams.py); 0: shared sigma
     clean_stream_p: float = 0.0
+    # weight of an added pseudo-Huber distance between the magnitudes of the complex values (an STFT's) of the
+    # output and the target: the timbre and formants weigh apart from the phases a one-step jump cannot pin down
+    magnitude_weight: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.clean_stream_p <= 1.0:
             raise UserError(f"method.clean_stream_p must be in [0, 1], got {self.clean_stream_p}")
+        if not self.magnitude_weight >= 0 or self.magnitude_weight == float("inf"):
+            raise UserError(f"method.magnitude_weight must be a number >= 0, got {self.magnitude_weight}")
 
 
 @dataclass
@@ -65,7 +70,13 @@ class ICT(Method):
                                                          self.cfg.clean_stream_p, gen))
             sigma_hi = streams.hold_streams(sigma_hi, held, self.cfg.sigma_min)  # [B, S]
             sigma_lo = streams.hold_streams(sigma_lo, held, self.cfg.sigma_min)
-        return losses.ict_loss(bind(model, cond), x0, noise, sigma_hi, sigma_lo, self.cfg.huber_c, sizes)
+        extra = None
+        if self.cfg.magnitude_weight > 0:
+            layout, w = self.complex_layout(model, x0, "method.magnitude_weight"), self.cfg.magnitude_weight
+
+            def extra(a, b):
+                return w * losses.magnitude_distance(a, b, *layout)
+        return losses.ict_loss(bind(model, cond), x0, noise, sigma_hi, sigma_lo, self.cfg.huber_c, sizes, extra)
 
 
 class CT(Method):

@@ -207,15 +207,7 @@ class KD(_FromTeacher):
 
     def _magnitude_distance(self, model, pred, target):
         """Pseudo-Huber distance of the magnitudes of the complex streams (c of iCT for their count) [B]."""
-        sizes = self.stream_sizes_for(model, "method.magnitude_weight")
-        kinds = streams.complex_streams(model) or [False] * len(sizes)
-        if not any(kinds):
-            raise UserError("method.magnitude_weight needs a backbone with a complex stream (e.g. av_joint's "
-                            "soundtrack); this one has none")
-        parts = zip(pred.flatten(1).split(sizes, 1), target.flatten(1).split(sizes, 1), kinds)
-        mags = [(streams.magnitudes(p), streams.magnitudes(t)) for p, t, k in parts if k]
-        p, t = torch.cat([m[0] for m in mags], 1), torch.cat([m[1] for m in mags], 1)  # [B, n]
-        return losses.pseudo_huber(p, t, losses.pseudo_huber_c(p.shape[1]))
+        return losses.magnitude_distance(pred, target, *self.complex_layout(model, pred, "method.magnitude_weight"))
 
     def _per_stream_distance(self, model, pred, target):
         """Sum over streams of the pseudo-Huber distance of each stream's elements (c of iCT for its size)."""

@@ -78,6 +78,9 @@ class SpecUNet(nn.Module):
         if cfg.dims != 2:
             raise ValueError(f"arch spec_unet is for spectrograms (2 data axes), got {cfg.dims} axes")
         self.cfg = cfg
+        # one complex STFT channel (real, imaginary) is one complex stream: method.magnitude_weight can weigh its
+        # magnitudes (math/streams.py's layout: real parts, then imaginary)
+        self.complex_streams = [True] if cfg.in_channels == 2 else None
         self.pitch = None
         for c in as_conditions(cfg.cond):
             if c.name == cfg.pitch_cond and c.kind == "class":

@@ -283,6 +283,8 @@ def test_timbre_table_is_the_mean_harmonic_magnitude_of_each_instrument_and_pitc
     net = build_backbone({"preset": "spec-16k-freq", "channels": 8, "cond": cond, "timbre_cond": "instrument",
                           "harmonics": 4, "timbre_frames": 3}, PRESETS, 2, 2).eval()
     assert net.unet.inp.in_channels == (2 + 3) * 8 and net.timbre_table.shape == (4, 3, 4, 3)
+    assert net.complex_streams == [True]  # a complex STFT: method.magnitude_weight can weigh its magnitudes
+    assert build_backbone({"preset": "spec-16k-freq", "channels": 8}, PRESETS, 2, 1).complex_streams is None  # mel
     bumps = harmonic_bumps(torch.tensor([60.0, 72.0]), 256, 16000, 512, 4, 0.6).float()  # [2, 4, 256]
 
     def note(pitch, amps):  # a spectrogram whose harmonics have magnitudes amps [4, T] (real part only)
