@@ -44,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     gens = {s: cm_media.load(s) for s in args.sources}
     scales = [float(v) for v in args.cfg_scales.split(",")]
-    times: dict = {(s, w): [] for s in gens for w in scales}
-    decode: dict = {s: [] for s in gens}
     conds = {s: {k: [v[0]] for k, v in gen.condition_spec().items()} or None  # the first class of each condition
              for s, gen in gens.items()}
+    # an unconditional model has no guidance: one row (scale 1) instead of a row per scale timing the same call
+    times: dict = {(s, w): [] for s in gens for w in (scales if conds[s] else [1.0])}
+    decode: dict = {s: [] for s in gens}
     for _ in range(args.repeats):  # interleaved: each repeat times every row once
         for s, gen in gens.items():
-            for w in scales:
+            for w in (scales if conds[s] else [1.0]):
                 kw = {"cfg_scale": w} if conds[s] else {}
                 run = lambda: gen.generate(args.batch, steps=args.steps, bf16=args.bf16, cond=conds[s], **kw)  # noqa: E731
                 run()  # warm
