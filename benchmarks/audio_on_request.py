@@ -152,19 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         # a consistency model takes `--steps` evaluations; an EDM model Heun steps N, 2N - 1 evaluations
         step_list, nfe_of = ([int(s) for s in args.steps.split(",")], lambda n: n) if gen.is_consistency else \
             ([int(s) for s in args.teacher_steps.split(",")], lambda n: 2 * n - 1)
-        default_guide = list(gen.cfg.sample.guide)  # each row below sets the guide it is scored with
         for steps in step_list:
             for w, guide in [(float(s), g) for s in args.cfg_scales.split(",")
                              for g in ([None] if float(s) == 1 or not args.guide else args.guide)]:
-                gen.cfg.sample.guide = default_guide if guide is None else \
-                    ([] if guide == "all" else [g.strip() for g in guide.split(",")])
+                names = None if guide is None else ([] if guide == "all" else [g.strip() for g in guide.split(",")])
                 t0 = time.perf_counter()
                 media = gen.generate(len(labels), steps=steps, seed=args.seed, batch_size=args.batch, cond=cond,
-                                     cfg_scale=w, bf16=args.bf16)
+                                     cfg_scale=w, bf16=args.bf16, guide=names)
                 gen_s = time.perf_counter() - t0
                 probs = classify(media, rate)
+                used = gen.options(guide=names).guide  # the names this row was guided towards ([]: all)
                 row = {"model": label, "steps": steps, "cfg_scale": w, "nfe": nfe_of(steps) * (1 if w == 1 else 2),
-                       **({"guide": ",".join(gen.cfg.sample.guide) or "all"} if w != 1 else {}),
+                       **({"guide": ",".join(used) or "all"} if w != 1 else {}),
                        "generate_s": round(gen_s, 1), **scores(probs, rate, ref["embed"], head, marginal, labels,
                                                                 media, midi, asr)}
                 rows.append(row)

@@ -285,3 +285,30 @@ def test_sample_guide_is_a_list_of_names(digits_config):
         load_config(digits_config, ["sample.guide=[3]"])
     with pytest.raises(UserError, match="config key sample.guide must be a list, got 'class'"):
         load_config(digits_config, ["sample.guide=class"])
+
+
+def test_generator_guide_argument_overrides_the_models_default_without_changing_it():
+    """Generator.options / conditioned take `guide` (None: the run's sample.guide; []: all conditions); the
+    model's config is left as it was, and an unknown name is a one-line error."""
+    from cm_media import load
+
+    gen = load("fashion-mnist", device="cpu")
+    pitch, inst = Condition("pitch", classes=["a", "b"]), Condition("instrument", classes=["x", "y", "z"])
+    gen.conditions, gen.cfg.sample.guide = [pitch, inst], ["pitch"]
+
+    def model(x, s, cond):  # D = x * (1 + pitch) * (10 + instrument)
+        return x * ((1 + cond["pitch"].float()) * (10 + cond["instrument"].float())).reshape(-1, 1)
+
+    x, s = torch.ones(2, 1), torch.ones(2)
+    cond = {"pitch": torch.tensor([0, 1]), "instrument": torch.tensor([1, 2])}
+    p, i = torch.tensor([1.0, 2.0]), torch.tensor([11.0, 12.0])
+    towards_instrument = p * 13 + 3.0 * (p * i - p * 13)  # null instrument: index 3
+    towards_pitch = 3 * i + 3.0 * (p * i - 3 * i)  # null pitch: index 2 -> 1 + 2
+    towards_all = 3 * 13 + 3.0 * (p * i - 3 * 13)
+    assert torch.allclose(gen.conditioned(model, cond, 3.0)(x, s)[:, 0], towards_pitch)  # the model's default
+    assert torch.allclose(gen.conditioned(model, cond, 3.0, ["instrument"])(x, s)[:, 0], towards_instrument)
+    assert torch.allclose(gen.conditioned(model, cond, 3.0, [])(x, s)[:, 0], towards_all)
+    assert gen.options().guide == ["pitch"] and gen.options(guide=["instrument"]).guide == ["instrument"]
+    assert gen.options(guide=[]).guide == [] and gen.cfg.sample.guide == ["pitch"]
+    with pytest.raises(UserError, match="names 'timbre', which this model does not take"):
+        gen.options(guide=["timbre"])

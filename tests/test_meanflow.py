@@ -205,7 +205,9 @@ def test_jvp_output_trains_like_a_plain_forward():
     net.zero_grad()
     (net(x, t, {INTERVAL: t - r}) ** 2).sum().backward()
     for a, b in zip(grads, (p.grad for p in net.parameters())):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        # per tensor, relative to its norm: two float32 paths sum in different orders, so an element near zero
+        # can differ by 1e-6 of the tensor's scale (seen: 3.0177e-3 vs 3.0196e-3 in a tensor of norm ~10)
+        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6
 
 
 @pytest.mark.parametrize("name", ["dit", "unet", "spacetime"])

@@ -55,16 +55,21 @@ def _condition_options(parser: argparse.ArgumentParser) -> None:
                              "(default: the model's sample.guide, else all), e.g. --guide instrument")
 
 
-def parse_conditions(args, gen) -> dict[str, str]:
-    """The --cond / --class requests as {name: value}; a one-line error for a malformed one. --guide is set on the
-    model's sample defaults here (checked against its conditions)."""
-    if getattr(args, "guide", None) is not None:
-        from cm_media.conditions import guided_names
+def parse_guide(args, gen) -> list[str] | None:
+    """--guide NAME[,NAME] as the condition names guidance pushes towards (checked against the model's conditions);
+    None when not given (the model's `sample.guide`)."""
+    if getattr(args, "guide", None) is None:
+        return None
+    from cm_media.conditions import guided_names
 
-        names = [v.strip() for v in args.guide.split(",") if v.strip()]
-        if not names:
-            raise UserError("--guide expects condition names, e.g. --guide instrument")
-        gen.cfg.sample.guide = guided_names(gen.conditions, names)
+    names = [v.strip() for v in args.guide.split(",") if v.strip()]
+    if not names:
+        raise UserError("--guide expects condition names, e.g. --guide instrument")
+    return guided_names(gen.conditions, names)
+
+
+def parse_conditions(args, gen) -> dict[str, str]:
+    """The --cond / --class requests as {name: value}; a one-line error for a malformed one."""
     request: dict[str, str] = {}
     for item in args.cond:
         name, sep, value = item.partition("=")
@@ -281,17 +286,18 @@ def cmd_generate(args, dests) -> int:
     gen = _load(args.source, args.device)
     out = Path(args.out) if args.out else Path("outputs") / f"{gen.cfg.modality}{gen.modality.default_suffix}"
     t0 = time.perf_counter()
-    cond = parse_conditions(args, gen)
+    cond, guide = parse_conditions(args, gen), parse_guide(args, gen)
     for name in [d for d in options if d in gen.condition_spec()]:  # a modality option naming a condition
         if name in cond:  # (video --first-frame FILE: the first_frame condition)
             raise UserError(f"{_option_name(name)} and --cond {name}=... both ask for condition {name!r}; give one")
         cond[name] = options.pop(name)
     if args.interpolate:
         batches = gen.interpolate_batches(n, seed_a=args.seed, seed_b=args.seed + 1, steps=args.steps, bf16=args.bf16,
-                                          cond=cond, cfg_scale=args.cfg_scale, batch_size=args.batch_size, **options)
+                                          cond=cond, cfg_scale=args.cfg_scale, batch_size=args.batch_size,
+                                          guide=guide, **options)
     else:
         batches = gen.generate_batches(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                       bf16=args.bf16, cond=cond, cfg_scale=args.cfg_scale, **options)
+                                       bf16=args.bf16, cond=cond, cfg_scale=args.cfg_scale, guide=guide, **options)
     paths = _write(gen, batches, out, n, options)  # the writer checks `out` before the first batch is made
     elapsed = time.perf_counter() - t0
     steps = gen.options(steps=args.steps).steps
@@ -352,7 +358,8 @@ def cmd_edit(args) -> int:
     t0 = time.perf_counter()
     with gen.open_writer(out, 1) as writer:  # checks `out` before the edit runs
         edited = gen.edit(media, mask, steps=args.steps, seed=args.seed, init=init, sigmas=sigmas,
-                          guidance=args.guidance, cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale)
+                          guidance=args.guidance, cond=parse_conditions(args, gen), cfg_scale=args.cfg_scale,
+                          guide=parse_guide(args, gen))
         writer.add(edited)
         paths = writer.close()
     elapsed = time.perf_counter() - t0

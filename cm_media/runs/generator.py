@@ -47,6 +47,7 @@ class SampleOptions:
     bf16: bool
     batch_size: int
     cfg_scale: float | None
+    guide: list[str] | None = None  # the conditions guidance pushes towards (empty: all); None: the run's sample.guide
 
 
 class Generator:
@@ -62,8 +63,9 @@ class Generator:
     # ------------------------------------------------------------------ options, network, conditions
 
     def options(self, steps: int | None = None, bf16: bool | None = None, batch_size: int | None = None,
-                cfg_scale: float | None = None) -> SampleOptions:
-        """The one place generation defaults are resolved (generate, interpolate, edit and bench use it)."""
+                cfg_scale: float | None = None, guide: list[str] | None = None) -> SampleOptions:
+        """The one place generation defaults are resolved (generate, interpolate, edit and bench use it). `guide`
+        names the conditions guidance pushes towards ([] all; None: the run's `sample.guide`)."""
         s = self.cfg.sample
         steps = checks.steps(s.steps if steps is None else steps)
         batch_size = checks.batch_size(s.batch_size if batch_size is None else batch_size)
@@ -72,7 +74,8 @@ class Generator:
             cfg_scale = checks.number(cfg_scale, "--cfg-scale", 0)
         if bf16 is None:  # the run's default asks for bf16 where it is fast: float32 on an AVX2-only CPU
             bf16 = bool(s.bf16) and bf16_is_fast(self.device)
-        return SampleOptions(steps, bf16, batch_size, cfg_scale)
+        guide = list(s.guide or []) if guide is None else list(guided_names(self.conditions, guide) or [])
+        return SampleOptions(steps, bf16, batch_size, cfg_scale, guide)
 
     def shape(self, **options: Any) -> tuple[int, ...]:
         """(C, *axes) of one sample with the modality's options (e.g. seconds); at most checks.MAX_SAMPLE_ELEMENTS
@@ -194,11 +197,13 @@ class Generator:
             out[name] = torch.cat(values)
         return out
 
-    def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None):
+    def conditioned(self, net: torch.nn.Module, cond: dict[str, torch.Tensor], cfg_scale: float | None,
+                    guide: list[str] | None = None):
         """f(x, sigma) with the conditions bound: a guided student gets the scale as an input; any other
         conditional model with a scale other than 1 gets classifier-free guidance (two evaluations in one batch),
-        towards the conditions `sample.guide` names (all when empty: the unguided evaluation drops only those).
-        Given frames (a first frame to animate) are kept exactly in every estimate (`keep_known_frames`)."""
+        towards the conditions `guide` names (None: the run's `sample.guide`; all when empty: the unguided
+        evaluation drops only those). Given frames (a first frame to animate) are kept exactly in every estimate
+        (`keep_known_frames`)."""
         cond = {k: v.to(self.device) for k, v in cond.items()}
         if self.guided_student:
             w = 1.0 if cfg_scale is None else cfg_scale
@@ -206,7 +211,8 @@ class Generator:
         elif cfg_scale is None or cfg_scale == 1 or not cond:
             f = bind(net, cond)
         else:
-            null = null_like(self.conditions, cond, guided_names(self.conditions, self.cfg.sample.guide))
+            names = guided_names(self.conditions, self.cfg.sample.guide if guide is None else guide)
+            null = null_like(self.conditions, cond, names)
             f = classifier_free(net, cond, null, cfg_scale)
         return keep_known_frames(f, self.conditions, cond) if self.kind.estimates_x0 else f
 
@@ -233,12 +239,13 @@ class Generator:
         return self._finite(out.float().cpu())
 
     def sample(self, noise: torch.Tensor, steps: int, generator: torch.Generator | None = None, bf16: bool = False,
-               cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None):
+               cond: dict[str, torch.Tensor] | None = None, cfg_scale: float | None = None,
+               guide: list[str] | None = None):
         """Model-space sample from noise [B, C, *axes] by the network's kind (consistency steps, EDM Heun, MeanFlow
         jumps; math/kinds.py). `cond` holds tensors for this batch (see cond_tensors)."""
         net = self.net(bf16)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.kind.sample(net, lambda fn: self.conditioned(fn, cond or {}, cfg_scale), noise, steps,
+            return self.kind.sample(net, lambda fn: self.conditioned(fn, cond or {}, cfg_scale, guide), noise, steps,
                                     self.sample_plan(generator))
 
     def sample_plan(self, generator: torch.Generator | None = None) -> SamplePlan:
@@ -249,23 +256,27 @@ class Generator:
 
     def generate(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
-        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None, **options: Any,
+        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None,
+        guide: list[str] | None = None, **options: Any,
     ) -> torch.Tensor:
         """Generate n samples in batches and decode them to media tensors (images/videos in [0, 1], audio in [-1, 1]).
 
         `cond` asks for conditions by name, e.g. {"class": ["7", "3"]} (values cycle over the samples); `cfg_scale`
-        is the classifier-free guidance scale (1: unguided, 0: unconditional)."""
-        return torch.cat(list(self.generate_batches(n, steps, seed, batch_size, bf16, cond, cfg_scale, **options)))
+        is the classifier-free guidance scale (1: unguided, 0: unconditional), `guide` the conditions it pushes
+        towards, e.g. ["instrument"] (the pitch held in both evaluations; default: the model's `sample.guide`)."""
+        return torch.cat(list(self.generate_batches(n, steps, seed, batch_size, bf16, cond, cfg_scale, guide,
+                                                    **options)))
 
     def generate_batches(
         self, n: int = 1, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
-        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None, **options: Any,
+        bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None,
+        guide: list[str] | None = None, **options: Any,
     ) -> Iterator[torch.Tensor]:
         """`generate` one decoded batch at a time (the same samples in the same order), so memory holds one batch
         whatever n is. Every option is checked here, before the first batch is made."""
         n, seed = checks.count(n), checks.seed(seed)
         shape = self.shape(**options)
-        opt = self.options(steps, bf16, None, cfg_scale)
+        opt = self.options(steps, bf16, None, cfg_scale, guide)
         per_batch = self.batch_for(shape, batch_size)
         conds = self.batch_conditions(cond, n, seed)
 
@@ -274,7 +285,7 @@ class Generator:
             for start in range(0, n, per_batch):
                 b = min(per_batch, n - start)
                 noise = torch.randn((b, *shape), generator=gen).to(self.device)  # [B, C, *axes]
-                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale, opt.guide)
                 yield self.decode(x, opt.bf16)
 
         return batches()
@@ -282,7 +293,7 @@ class Generator:
     def edit(self, media: torch.Tensor, mask: torch.Tensor, steps: int | None = None, seed: int = 0,
              bf16: bool | None = None, init: torch.Tensor | None = None,
              sigmas: list[float] | None = None, guidance: float = 0.0, cond: dict | None = None,
-             cfg_scale: float | None = None) -> torch.Tensor:
+             cfg_scale: float | None = None, guide: list[str] | None = None) -> torch.Tensor:
         """Regenerate the model-space region where mask = 1 and keep the rest exactly (media [B, ...] in, out).
 
         `init` (media like `media`) is a first guess for the masked region, refined from `sigmas` (default: the
@@ -290,7 +301,7 @@ class Generator:
         reconstruction guidance (a backward pass per step); see masked_multistep."""
         if not self.is_consistency:
             raise UserError("editing needs a consistency model; this run is an EDM diffusion model")
-        opt = self.options(max(self.cfg.sample.steps, 2) if steps is None else steps, bf16, None, cfg_scale)
+        opt = self.options(max(self.cfg.sample.steps, 2) if steps is None else steps, bf16, None, cfg_scale, guide)
         seed = checks.seed(seed)
         guidance = checks.number(guidance, "--guidance", 0, 1e6)
         m = self.cfg.method
@@ -306,7 +317,8 @@ class Generator:
         guess = None if init is None else self.codec.encode(init.to(self.device))
         gen = torch.Generator().manual_seed(seed)
         sigmas = self.step_sigmas(opt.steps) if sigmas is None else sigmas
-        f = self.conditioned(self.net(opt.bf16), self.cond_tensors(cond, known.shape[0]), opt.cfg_scale)
+        f = self.conditioned(self.net(opt.bf16), self.cond_tensors(cond, known.shape[0]), opt.cfg_scale,
+                             opt.guide)
         held = self.held_streams(mask) if guess is None and not guidance else None
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=opt.bf16):
             if held is not None:  # whole streams kept: they enter clean, so even one step generates from them
@@ -328,17 +340,20 @@ class Generator:
         return streams.held_by_mask(mask, streams.stream_sizes(self.model))
 
     def interpolate(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None, bf16: bool | None = None,
-                    cond: dict | None = None, cfg_scale: float | None = None, **options: Any):
+                    cond: dict | None = None, cfg_scale: float | None = None, guide: list[str] | None = None,
+                    **options: Any):
         """n samples along the slerp path between the noises of two seeds (same shape options as generate)."""
-        return torch.cat(list(self.interpolate_batches(n, seed_a, seed_b, steps, bf16, cond, cfg_scale, **options)))
+        return torch.cat(list(self.interpolate_batches(n, seed_a, seed_b, steps, bf16, cond, cfg_scale,
+                                                       guide=guide, **options)))
 
     def interpolate_batches(self, n: int, seed_a: int = 0, seed_b: int = 1, steps: int | None = None,
                             bf16: bool | None = None, cond: dict | None = None, cfg_scale: float | None = None,
-                            batch_size: int | None = None, **options: Any) -> Iterator[torch.Tensor]:
+                            batch_size: int | None = None, guide: list[str] | None = None,
+                            **options: Any) -> Iterator[torch.Tensor]:
         """`interpolate` one decoded batch at a time; options are checked before the first batch."""
         n, seed_a, seed_b = checks.count(n), checks.seed(seed_a), checks.integer(seed_b, "seed", 0, 2**63 - 1)
         shape = self.shape(**options)
-        opt = self.options(steps, bf16, None, cfg_scale)
+        opt = self.options(steps, bf16, None, cfg_scale, guide)
         per_batch = self.batch_for(shape, batch_size)
         conds = self.batch_conditions(cond, n)  # a slerp path keeps "no condition": a class per sample would jump
 
@@ -350,7 +365,7 @@ class Generator:
                 b = min(per_batch, n - start)
                 alphas = [(start + i) / (n - 1) if n > 1 else 0.0 for i in range(b)]
                 noise = torch.cat([slerp(z0, z1, a) for a in alphas]).to(self.device)
-                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale)
+                x = self.sample(noise, opt.steps, gen, opt.bf16, conds(start, b), opt.cfg_scale, opt.guide)
                 yield self.decode(x, opt.bf16)
 
         return batches()
