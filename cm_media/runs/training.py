@@ -183,9 +183,10 @@ def _tables_in(module: torch.nn.Module, name: str, have: set[str]) -> bool:
 
 
 def source_weight_names(source: str) -> set[str]:
-    """The weight names a train.init_from source holds (its EMA weights, as init_weights loads them)."""
-    tensors, _ = ckpt.load_checkpoint(resolve_source(source))
-    return set(weights_of(tensors))
+    """The weight names a train.init_from source holds, from its file's header alone (init_weights loads the
+    tensors later): the EMA weights, else the raw ones, as `weights_of` picks them."""
+    shapes, _ = ckpt.read_header(resolve_source(source))
+    return set(ckpt.prefixed(shapes, "ema") or ckpt.prefixed(shapes, "model"))
 
 
 def save_training_state(run_dir, step, cfg, model, ema, codec, method, opt, gen, bad_steps, keep):
