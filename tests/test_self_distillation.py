@@ -422,3 +422,56 @@ def test_joint_edit_from_student_gives_the_edit_the_students_own_motion_and_keep
     assert torch.allclose(loss, want)
     with pytest.raises(UserError, match="joint_edit_from must be teacher or student, got 'pupil'"):
         KDConfig(teacher_steps=1, joint_edit_stream=1, joint_edit_from="pupil")
+
+
+def test_teacher_pool_keeps_the_newest_rows_with_their_conditions():
+    from cm_media.methods.teacher_pool import TeacherPool
+
+    pool = TeacherPool(5)
+    for start in (0, 3):  # rows 0-2, then 3-5: row 5 overwrites row 0
+        rows = torch.arange(start, start + 3, dtype=torch.float32)
+        pool.add(rows.view(3, 1, 1), 10 * rows.view(3, 1, 1), {"class": rows.long()})
+    assert len(pool) == 5
+    z, target, cond = pool.rows(torch.arange(5))
+    assert z.flatten().tolist() == [5, 1, 2, 3, 4] and target.flatten().tolist() == [50, 10, 20, 30, 40]
+    assert cond["class"].tolist() == [5, 1, 2, 3, 4]
+    with pytest.raises(IndexError, match="outside 0..4"):
+        pool.rows(torch.tensor([5]))
+    with pytest.raises(ValueError, match="pool holds"):
+        pool.add(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), {"digit": torch.zeros(1, dtype=torch.long)})
+
+
+def test_teacher_reuse_samples_a_share_of_the_batch_and_replays_the_rest_with_their_conditions():
+    teacher = CountingTeacher()
+    cfg = KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2, teacher_reuse=4)
+    m = KD(cfg, Shrink(), 10, teacher=teacher)
+    gen = torch.Generator().manual_seed(2)
+    first = m.loss(Shrink(), torch.zeros(8, 1, 6), 0, gen, cond={"digit": torch.arange(8)})
+    assert first.shape == (8,) and len(m.pool) == 2  # ceil(8 / 4) fresh rows
+    assert [c[0] for c in teacher.calls] == [2, 2] and all(c[2] == [0, 1] for c in teacher.calls)
+    m.loss(Shrink(), torch.zeros(8, 1, 6), 1, gen, cond={"digit": torch.arange(10, 18)})
+    assert len(m.pool) == 4 and len(teacher.calls) == 4 and teacher.calls[-1][2] == [10, 11]
+
+    # every row's loss is the distance of the student's one step to the stored target of its noise, with its stored
+    # conditions: a student that looks each row's digit up in the pool (as it stands at the call) has loss 0
+    def oracle(x, sigma, cond=None):
+        z, target, stored = m.pool.rows(torch.arange(len(m.pool)))
+        assert all(any(torch.equal(row, 20.0 * zz) for zz in z) for row in x)  # each input is sigma_max x a pool noise
+        table = {int(d): t for d, t in zip(stored["digit"], target)}
+        return torch.stack([table[int(d)] for d in cond["digit"]])
+
+    loss = m.loss(oracle, torch.zeros(8, 1, 6), 2, gen, cond={"digit": torch.arange(20, 28)})
+    assert torch.allclose(loss, torch.zeros(8)) and len(m.pool) == 6
+    plain = KD(KDConfig(teacher="t", init_from_teacher=False, sigma_max=20.0, teacher_steps=2), Shrink(), 10,
+               teacher=Shrink())
+    assert plain.pool is None  # teacher_reuse 1: every row fresh, as before
+
+
+def test_teacher_reuse_config_errors():
+    for bad in (0, 1.5, True):
+        with pytest.raises(UserError, match="teacher_reuse must be a whole number >= 1"):
+            KDConfig(teacher_reuse=bad)
+    with pytest.raises(UserError, match="teacher_pool must be a whole number >= 1"):
+        KDConfig(teacher_reuse=2, teacher_pool=0)
+    with pytest.raises(UserError, match="cannot go with method.held_stream_p"):
+        KDConfig(teacher_reuse=2, held_stream_p=0.5)

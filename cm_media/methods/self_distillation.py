@@ -31,6 +31,7 @@ from cm_media.math import losses, streams
 from cm_media.math.guidance import bind
 from cm_media.math.samplers import _sig, default_step_sigmas, given_streams_multistep, multistep_fixed_noise
 from cm_media.methods.distillation import TeacherConfig, _FromTeacher, data_conditions
+from cm_media.methods.teacher_pool import TeacherPool
 
 
 @dataclass
@@ -64,6 +65,12 @@ class KDConfig(TeacherConfig):
     # whose other streams the edit is given: "teacher" (its sample, the other streams' targets) or "student" (the
     # student's own one-step output, no gradient: the joint step learns the sound for what it itself draws)
     joint_edit_from: str = "teacher"
+    # each teacher sample serves this many student rows on average (1: every row fresh): a share 1/teacher_reuse
+    # of each batch is sampled by the teacher and kept in a pool of its newest `teacher_pool` rows, the rest of the
+    # batch replays rows from it (Luhman & Luhman distil from a fixed set of teacher pairs): the teacher's K-step
+    # sample is most of a kd step, so this cuts the step's CPU. A resumed run starts with an empty pool.
+    teacher_reuse: int = 1
+    teacher_pool: int = 8192
 
     def __post_init__(self):
         if self.teacher_steps < 1 or (self.teacher_steps == 1 and self.joint_edit_stream < 0):
@@ -91,6 +98,16 @@ class KDConfig(TeacherConfig):
             raise UserError("method.held_data_magnitude needs method.held_data_streams")
         if self.held_data_streams and self.held_stream_p == 0:
             raise UserError("method.held_data_streams needs method.held_stream_p > 0 (rows that hold a stream)")
+        self._check_reuse()
+
+    def _check_reuse(self):
+        for name in ("teacher_reuse", "teacher_pool"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"method.{name} must be a whole number >= 1, got {v!r}")
+        if self.teacher_reuse > 1 and (self.held_stream_p > 0 or self.joint_edit_stream >= 0):
+            raise UserError("method.teacher_reuse > 1 replays the teacher's joint samples only: it cannot go with "
+                            "method.held_stream_p or method.joint_edit_stream")
 
 
 class KD(_FromTeacher):
@@ -99,6 +116,10 @@ class KD(_FromTeacher):
     name = "kd"
     Config = KDConfig
     teacher_kind = "consistency"
+
+    def __init__(self, cfg, model, total_steps, teacher=None, conditions=None):
+        super().__init__(cfg, model, total_steps, teacher, conditions)
+        self.pool = TeacherPool(cfg.teacher_pool) if cfg.teacher_reuse > 1 else None
 
     @classmethod
     def edits_given_streams(cls, cfg) -> bool:
@@ -112,6 +133,8 @@ class KD(_FromTeacher):
 
     def loss(self, model, x0, step, gen, cond=None):
         c = self.cfg
+        if self.pool is not None:
+            return self._pooled_loss(model, x0, gen, cond)
         z = self._noise(x0, gen)  # [B, C, *axes]
         x, sigma = c.sigma_max * z, _sig(z, c.sigma_max)  # the one-step sampler's input
         held_rows = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)  # [B]
@@ -126,13 +149,36 @@ class KD(_FromTeacher):
         if c.joint_edit_stream >= 0 and not held_rows.all():
             given = target if c.joint_edit_from == "teacher" else pred.detach()
             target = self._joint_edit_targets(model, z, target, given, held_rows, cond)
+        return weight * self._distance(model, x0, pred, target)
+
+    def _pooled_loss(self, model, x0, gen, cond):
+        """teacher_reuse > 1: the first ceil(B / reuse) rows are fresh teacher samples (with the batch's conditions),
+        added to the pool; the other rows replay pool rows drawn uniformly, each with the conditions it was made for."""
+        b = x0.shape[0]
+        fresh = -(-b // self.cfg.teacher_reuse)  # ceil
+        z = self._noise(x0, gen)[:fresh]  # [F, C, *axes]
+        cond_fresh = None if cond is None else {k: v[:fresh] for k, v in cond.items()}
+        target = self._targets(z, None, None, torch.zeros(fresh, dtype=torch.bool), cond_fresh)  # [F, C, *axes]
+        self.pool.add(z, target, cond_fresh)
+        idx = self._local(torch.randint(0, len(self.pool), (self._global(b - fresh),), generator=gen))  # [B - F]
+        z_old, target_old, cond_old = self.pool.rows(idx.to(z.device))
+        z, target = torch.cat([z, z_old]), torch.cat([target, target_old])  # [B, C, *axes]
+        if cond is not None:
+            cond = {k: torch.cat([v, cond_old[k]]) for k, v in cond_fresh.items()}
+        pred = bind(model, cond)(self.cfg.sigma_max * z, _sig(z, self.cfg.sigma_max))
+        return self._distance(model, x0, pred, target)
+
+    def _distance(self, model, x0, pred, target):
+        """Per-sample distance of the student's output to its target [B]: pseudo-Huber (per stream with
+        per_stream) plus magnitude_weight x the complex streams' magnitude distance."""
+        c = self.cfg
         if c.per_stream:
             loss = self._per_stream_distance(model, pred, target)
         else:
             loss = losses.pseudo_huber(pred, target, self._huber(x0))
         if c.magnitude_weight > 0:
             loss = loss + c.magnitude_weight * self._magnitude_distance(model, pred, target)
-        return weight * loss
+        return loss
 
     def _teacher_fn(self, cond):
         """The teacher's denoiser for these conditions: classifier-free guided at teacher_cfg_scale when it is not 1
