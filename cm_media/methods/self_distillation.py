@@ -158,7 +158,7 @@ class KD(_FromTeacher):
         fresh = -(-b // self.cfg.teacher_reuse)  # ceil
         z = self._noise(x0, gen)[:fresh]  # [F, C, *axes]
         cond_fresh = None if cond is None else {k: v[:fresh] for k, v in cond.items()}
-        target = self._targets(z, None, None, torch.zeros(fresh, dtype=torch.bool), cond_fresh)  # [F, C, *axes]
+        target = self._teacher_sample(z, cond_fresh)  # [F, C, *axes]
         self.pool.add(z, target, cond_fresh)
         idx = self._local(torch.randint(0, len(self.pool), (self._global(b - fresh),), generator=gen))  # [B - F]
         z_old, target_old, cond_old = self.pool.rows(idx.to(z.device))
@@ -189,11 +189,16 @@ class KD(_FromTeacher):
         return self.guided_teacher(data_cond, self.cfg.teacher_cfg_scale)
 
     @torch.no_grad()
+    def _teacher_sample(self, z, cond):
+        """The teacher's deterministic K-step sample from noise z [B, C, *axes] for these conditions."""
+        return multistep_fixed_noise(self._teacher_fn(cond), z, self.teacher_sigmas(), self.cfg.sigma_min)
+
+    @torch.no_grad()
     def _targets(self, z, x, sigma, held_rows, cond):
         """The teacher's K-step sample for the rows that generate both streams, its one-step output (the edit) for
         the rows holding a stream: each row costs the teacher K evaluations or one, never both."""
         if not held_rows.any():  # every row joint: the whole batch in one K-step sample
-            return multistep_fixed_noise(self._teacher_fn(cond), z, self.teacher_sigmas(), self.cfg.sigma_min)
+            return self._teacher_sample(z, cond)
         target = None
         for rows, one_step in ((~held_rows, False), (held_rows, True)):
             if not rows.any():
